@@ -1,0 +1,37 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""finola_jax: FINOLA (First-Order Norm+Linear Autoregression) in JAX.
+
+Every image, in a learned latent space, is a first-order autoregression::
+
+    z(x+1, y) = z(x, y) + A ẑ(x, y)
+    z(x, y+1) = z(x, y) + B ẑ(x, y)
+    ẑ = (z − mean(z)) / sqrt(var(z) + eps)     # over the C channels
+
+This package holds the autoregression and its PDE analysis as pure JAX
+functions; it imports only jax, numpy and chex. The training stack lives in
+``finola_jax.models``, ``finola_jax.data`` and ``finola_jax.train`` (extra
+``[train]``).
+"""
+
+from finola_jax.core import CORNERS
+from finola_jax.core import PATHS
+from finola_jax.core import extrapolate
+from finola_jax.core import normalize
+from finola_jax.core import unroll
+from finola_jax.wave import pde_residual
+from finola_jax.wave import wave_basis
+from finola_jax.wave import wave_speeds
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CORNERS",
+    "PATHS",
+    "extrapolate",
+    "normalize",
+    "pde_residual",
+    "unroll",
+    "wave_basis",
+    "wave_speeds",
+)

@@ -1,0 +1,356 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""The FINOLA autoregression as pure functions.
+
+Conventions (see FINOLA.md): feature maps are ``[..., H, W, C]``, row ``y``
+runs top to bottom, column ``x`` left to right; matrices act on column vectors,
+so ``Δz = A ẑ`` is ``ẑ @ A.T`` in array code. One step of size ``s``:
+
+    right: z ← z + s·A ẑ      left: z ← z − s·A ẑ
+    down:  z ← z + s·B ẑ      up:   z ← z − s·B ẑ
+
+with ``ẑ = normalize(z)``. Every walk is a ``jax.lax.scan``; walks that leave
+a line of seeds in opposite directions share one scan step, so each step is a
+single matrix multiply over all active walkers.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = Union[jax.Array, np.ndarray, float]
+
+PATHS = ("vertical_first", "horizontal_first", "average")
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def normalize(z: ArrayLike, eps: float = 1e-6) -> Array:
+  """Normalizes each vector over its last (channel) axis, without affine.
+
+  ``ẑ = (z − mean(z)) / sqrt(var(z) + eps)`` with the population variance
+  over the ``C`` channels of each position.
+
+  Args:
+    z: ``[..., C]`` floating array.
+    eps: added to the variance inside the square root.
+
+  Returns:
+    ``[..., C]`` array of ``z``'s dtype.
+  """
+  z = jnp.asarray(z)
+  _check_floating("z", z)
+  if z.ndim < 1:
+    raise ValueError(f"z must have a channel axis, got a scalar of shape {z.shape}.")
+  mean = jnp.mean(z, axis=-1, keepdims=True)
+  centred = z - mean
+  var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+  return centred * jax.lax.rsqrt(var + jnp.asarray(eps, z.dtype))
+
+
+# --------------------------------------------------------------------------
+# Argument validation: every check runs on static shapes and dtypes, so a bad
+# argument fails before tracing with a message that names it.
+
+
+def _check_floating(name: str, x) -> None:
+  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    raise TypeError(f"{name} must have a floating dtype, got {jnp.result_type(x)}.")
+
+
+def _check_matrices(A, B, channels: int, channels_of: str) -> None:
+  for name, m in (("A", A), ("B", B)):
+    _check_floating(name, m)
+    if jnp.ndim(m) != 2 or jnp.shape(m)[0] != jnp.shape(m)[1]:
+      raise ValueError(f"{name} must be a square C×C matrix, got shape {jnp.shape(m)}.")
+    if jnp.shape(m)[0] != channels:
+      raise ValueError(
+          f"{name} is {jnp.shape(m)[0]}×{jnp.shape(m)[1]} but {channels_of} has "
+          f"C={channels} channels; {name} must be {channels}×{channels}.")
+
+
+def _check_size(height, width) -> Tuple[int, int]:
+  for name, value in (("height", height), ("width", width)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise TypeError(f"{name} must be a Python int (static), got {value!r}.")
+    if value < 1:
+      raise ValueError(f"{name} must be at least 1, got {value}.")
+  return int(height), int(width)
+
+
+def _check_path(path: str) -> None:
+  if path not in PATHS:
+    raise ValueError(f"Unknown path {path!r}; expected one of {PATHS}.")
+
+
+def _check_step(step) -> None:
+  if jnp.ndim(step) != 0:
+    raise ValueError(f"step must be a scalar, got shape {jnp.shape(step)}.")
+
+
+def resolve_origin(height: int, width: int, origin=None) -> Tuple[int, int]:
+  """Returns the ``(row, column)`` of the seed: ``origin`` or the centre.
+
+  The centre of an ``H×W`` map is ``(H // 2, W // 2)``.
+  """
+  if origin is None:
+    return height // 2, width // 2
+  if len(origin) != 2:
+    raise ValueError(f"origin must be a (row, column) pair, got {origin!r}.")
+  row, col = (int(v) for v in origin)
+  if not (0 <= row < height and 0 <= col < width):
+    raise ValueError(
+        f"origin {tuple(origin)} is outside the {height}×{width} map "
+        f"(rows 0..{height - 1}, columns 0..{width - 1}).")
+  return row, col
+
+
+# --------------------------------------------------------------------------
+# The scan.
+
+
+def _compute_dtypes(*arrays) -> Tuple[jnp.dtype, jnp.dtype]:
+  """(dtype of inputs/outputs, dtype of the carried state).
+
+  Low-precision maps (bfloat16, float16) carry their state in float32: the
+  state accumulates hundreds of increments, which a 8-bit mantissa would lose.
+  """
+  dtype = jnp.result_type(*arrays)
+  return dtype, jnp.promote_types(dtype, jnp.float32)
+
+
+def _increment(z: Array, matrix_t: Array, eps: float, normalized: bool) -> Array:
+  """``M ẑ`` for a batch of row vectors ``z`` (``matrix_t`` is ``Mᵀ``)."""
+  zhat = normalize(z, eps) if normalized else z
+  return jnp.matmul(zhat.astype(matrix_t.dtype), matrix_t,
+                    preferred_element_type=z.dtype)
+
+
+def _scan_walk(z0: Array, matrix_t: Array, signed_step: Array, length: int,
+               eps: float, normalized: bool, remat: bool) -> Tuple[Array, Array]:
+  """Runs ``length`` steps ``z ← z + signed_step · M ẑ`` from ``z0``.
+
+  Returns the last state and the ``[length, *z0.shape]`` stack of states after
+  each step.
+  """
+
+  def body(z, _):
+    z = z + signed_step * _increment(z, matrix_t, eps, normalized)
+    return z, z
+
+  if remat:
+    body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
+  return jax.lax.scan(body, z0, None, length=length)
+
+
+def _walk_both_ways(back_seeds: Array, forward_seeds: Array, matrix_t: Array,
+                    num_back: int, num_forward: int, step: Array, eps: float,
+                    normalized: bool, remat: bool) -> Tuple[Array, Array]:
+  """Walks ``num_back`` steps backwards (−s) and ``num_forward`` forwards (+s).
+
+  Args:
+    back_seeds: ``[..., C]`` states the backward walkers start from.
+    forward_seeds: ``[..., C]`` states the forward walkers start from.
+    matrix_t: ``Mᵀ``, ``[C, C]``.
+    num_back: steps of ``z ← z − s·M ẑ``.
+    num_forward: steps of ``z ← z + s·M ẑ``.
+    step, eps, normalized, remat: see :func:`unroll`.
+
+  Returns:
+    ``([num_back, ...], [num_forward, ...])``: the states after each step of
+    each walk, nearest to the seeds first.
+  """
+  shared = min(num_back, num_forward)
+  back, forward = [], []
+  back_last, forward_last = back_seeds, forward_seeds
+  if shared:
+    # Both directions in one scan: one matmul over [2, ..., C] per step.
+    signs = jnp.array([-1.0, 1.0], back_seeds.dtype).reshape(
+        (2,) + (1,) * back_seeds.ndim)
+    last, states = _scan_walk(jnp.stack([back_seeds, forward_seeds]), matrix_t,
+                              signs * step, shared, eps, normalized, remat)
+    back_last, forward_last = last[0], last[1]
+    back.append(states[:, 0])
+    forward.append(states[:, 1])
+  # The longer direction goes on alone, so no step is computed and dropped.
+  if num_back > shared:
+    back.append(_scan_walk(back_last, matrix_t, -step, num_back - shared, eps,
+                           normalized, remat)[1])
+  if num_forward > shared:
+    forward.append(_scan_walk(forward_last, matrix_t, step,
+                              num_forward - shared, eps, normalized, remat)[1])
+  empty = jnp.zeros((0,) + back_seeds.shape, back_seeds.dtype)
+  return (jnp.concatenate(back) if back else empty,
+          jnp.concatenate(forward) if forward else empty)
+
+
+def _grow(block: Array, matrix_t: Array, num_back: int, num_forward: int,
+          axis: int, step: Array, eps: float, normalized: bool,
+          remat: bool) -> Array:
+  """Extends ``block`` along ``axis`` (-3: rows, -2: columns) by walks.
+
+  The backward walkers start from the block's first line along ``axis``, the
+  forward walkers from its last; the block itself is kept as it is.
+  """
+  if num_back == 0 and num_forward == 0:
+    return block
+  first = jnp.take(block, 0, axis=axis)
+  last = jnp.take(block, -1, axis=axis)
+  back, forward = _walk_both_ways(first, last, matrix_t, num_back, num_forward,
+                                  step, eps, normalized, remat)
+  return jnp.concatenate([jnp.moveaxis(jnp.flip(back, 0), 0, axis), block,
+                          jnp.moveaxis(forward, 0, axis)], axis=axis)
+
+
+def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
+          step: Array, eps: float, normalized: bool, remat: bool) -> Array:
+  """Grows a ``[..., h, w, C]`` block by walks away from it.
+
+  ``extents = (up, down, left, right)`` counts the rows/columns to add on
+  each side. ``vertical_first`` extends the block's columns up and down, then
+  every row left and right; ``horizontal_first`` the rows first, then every
+  column; ``average`` is the mean of the two maps.
+  """
+  up, down, left, right = extents
+
+  def vertical(x):
+    return _grow(x, B_t, up, down, -3, step, eps, normalized, remat)
+
+  def horizontal(x):
+    return _grow(x, A_t, left, right, -2, step, eps, normalized, remat)
+
+  if path == "vertical_first":
+    return horizontal(vertical(block))
+  if path == "horizontal_first":
+    return vertical(horizontal(block))
+  return 0.5 * (horizontal(vertical(block)) + vertical(horizontal(block)))
+
+
+def _prepare(x: Array, name: str, A, B, step):
+  """Validates the shared arguments; returns (dtype, A_t, B_t, step, x)."""
+  _check_floating(name, x)
+  _check_matrices(A, B, x.shape[-1], name)
+  _check_step(step)
+  dtype, carry = _compute_dtypes(x, A, B)
+  A_t = jnp.asarray(A).astype(dtype).T
+  B_t = jnp.asarray(B).astype(dtype).T
+  return dtype, A_t, B_t, jnp.asarray(step).astype(carry), x.astype(carry)
+
+
+def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
+           *, origin: Optional[Tuple[int, int]] = None,
+           path: str = "vertical_first", step: ArrayLike = 1.0,
+           eps: float = 1e-6, normalized: bool = True,
+           remat: bool = False) -> Array:
+  """Regresses a ``height × width`` feature map from one vector ``q``.
+
+  ``q`` is placed at ``origin = (r0, c0)`` (default ``(H // 2, W // 2)``) and
+  the map is filled by steps of size ``s = step``::
+
+      z(x ± s, y) = z(x, y) ± s·A ẑ(x, y)        (right / left)
+      z(x, y ± s) = z(x, y) ± s·B ẑ(x, y)        (down / up)
+
+  with ``ẑ = normalize(z, eps)``. ``path="vertical_first"`` walks up and
+  down the origin's column, then left and right along every row;
+  ``"horizontal_first"`` walks the origin's row, then every column;
+  ``"average"`` is the mean of the two maps. With ``step = 1/k`` the map
+  samples the same solution ``k`` times more densely.
+
+  A single path takes ``max(r0, H−1−r0) + max(c0, W−1−c0)`` sequential steps
+  (``jax.lax.scan``), each one matrix multiply over all active walkers.
+  ``height``, ``width``, ``origin``, ``path``, ``normalized`` and ``remat``
+  must be static under ``jit``; ``q``, ``A``, ``B`` and ``step`` may be
+  traced and differentiated.
+
+  Args:
+    q: ``[..., C]`` initial vector(s); any number of leading batch dims.
+    A: ``[C, C]`` horizontal matrix (acts on column vectors: ``Δz = A ẑ``).
+    B: ``[C, C]`` vertical matrix.
+    height: number of rows ``H >= 1``.
+    width: number of columns ``W >= 1``.
+    origin: ``(row, column)`` of ``q``; the centre when ``None``.
+    path: ``"vertical_first"``, ``"horizontal_first"`` or ``"average"``.
+    step: scalar step size ``s``.
+    eps: normalization epsilon (inside the square root).
+    normalized: ``False`` drops the normalization (``z + s·A z``): QB-Heat's
+      linear autoregression, the baseline FINOLA improves on.
+    remat: recompute each step's normalization in the backward pass
+      (``jax.checkpoint``) instead of storing it, halving its memory.
+
+  Returns:
+    ``[..., H, W, C]`` map of ``q``'s dtype (bfloat16 inputs are carried in
+    float32 and cast back); ``map[..., r0, c0, :] == q``.
+  """
+  q = jnp.asarray(q)
+  if q.ndim < 1:
+    raise ValueError(f"q must have shape [..., C], got a scalar of shape {q.shape}.")
+  height, width = _check_size(height, width)
+  _check_path(path)
+  row, col = resolve_origin(height, width, origin)
+  dtype, A_t, B_t, step, q = _prepare(q, "q", A, B, step)
+  extents = (row, height - 1 - row, col, width - 1 - col)
+  feature_map = _fill(q[..., None, None, :], A_t, B_t, extents, path, step,
+                      eps, normalized, remat)
+  return feature_map.astype(dtype)
+
+
+def corner_extents(corner: str, block_shape: Tuple[int, int], height: int,
+                   width: int) -> Tuple[int, int, int, int]:
+  """Rows/columns ``(up, down, left, right)`` to add around a corner block."""
+  if corner not in CORNERS:
+    raise ValueError(f"Unknown corner {corner!r}; expected one of {CORNERS}.")
+  h, w = block_shape
+  rows, cols = height - h, width - w
+  vertical = (rows, 0) if corner.startswith("bottom") else (0, rows)
+  horizontal = (cols, 0) if corner.endswith("right") else (0, cols)
+  return vertical + horizontal
+
+
+def extrapolate(block: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
+                width: int, *, corner: str = "top_left",
+                path: str = "vertical_first", step: ArrayLike = 1.0,
+                eps: float = 1e-6, normalized: bool = True,
+                remat: bool = False) -> Array:
+  """Completes a ``height × width`` map from a known ``h × w`` corner block.
+
+  The block sits in ``corner`` of the map and the rest is filled by FINOLA
+  steps away from it (signs as in :func:`unroll`: ``+s`` moving right/down,
+  ``−s`` moving left/up). ``vertical_first`` extends the block's columns
+  vertically to the far edge, then every row horizontally away from the
+  block; ``horizontal_first`` extends its rows first, then every column;
+  ``average`` is the mean. The block is returned unchanged, and an
+  :func:`unroll` from a corner origin equals ``extrapolate`` of a 1×1 block
+  at that corner with the same path.
+
+  Args:
+    block: ``[..., h, w, C]`` known corner, ``h <= height``, ``w <= width``.
+    A, B: ``[C, C]`` matrices.
+    height, width: size of the completed map (static).
+    corner: ``"top_left"``, ``"top_right"``, ``"bottom_left"`` or
+      ``"bottom_right"`` (static).
+    path, step, eps, normalized, remat: as in :func:`unroll`.
+
+  Returns:
+    ``[..., height, width, C]`` map of ``block``'s dtype.
+  """
+  block = jnp.asarray(block)
+  if block.ndim < 3:
+    raise ValueError(
+        f"block must have shape [..., h, w, C], got shape {block.shape}.")
+  height, width = _check_size(height, width)
+  _check_path(path)
+  h, w = block.shape[-3], block.shape[-2]
+  if h < 1 or w < 1:
+    raise ValueError(f"block must be at least 1×1, got {h}×{w}.")
+  if h > height or w > width:
+    raise ValueError(
+        f"block is {h}×{w}, larger than the {height}×{width} map to fill.")
+  extents = corner_extents(corner, (h, w), height, width)
+  dtype, A_t, B_t, step, block = _prepare(block, "block", A, B, step)
+  feature_map = _fill(block, A_t, B_t, extents, path, step, eps, normalized,
+                      remat)
+  return feature_map.astype(dtype)
