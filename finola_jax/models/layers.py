@@ -1,0 +1,137 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Encoders, upsampling decoders and the learned FINOLA matrices (flax linen).
+
+Group normalization rather than batch normalization keeps every model
+stateless apart from its parameters, so one ``TrainState`` serves all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import finola_jax
+
+Dtype = Any
+
+
+def _groups(channels: int) -> int:
+  return math.gcd(channels, 8)
+
+
+class ResidualBlock(nn.Module):
+  """Pre-activation residual block: (GN → swish → conv3×3) × 2 + shortcut."""
+  features: int
+  strides: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), dtype=self.dtype,
+                                         name=name)
+    y = nn.swish(nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype)(x))
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = conv(self.features, 1, self.strides, "shortcut")(y)
+    y = conv(self.features, 3, self.strides, "conv1")(y)
+    y = nn.swish(nn.GroupNorm(_groups(self.features), dtype=self.dtype)(y))
+    y = conv(self.features, 3, 1, "conv2")(y)
+    return shortcut + y
+
+
+def log2(value: int) -> int:
+  """``log2`` of a power of two; a clear error otherwise."""
+  if value < 1 or value & (value - 1):
+    raise ValueError(f"stride must be a power of two, got {value}.")
+  return value.bit_length() - 1
+
+
+class ResNetEncoder(nn.Module):
+  """A small ResNet: ``[B, H, W, 3] → [B, H / 2**d, W / 2**d, C]``.
+
+  A 3×3 stem of ``width`` channels, then ``depth`` residual stages that
+  double the width (capped at ``8 * width``); the first ``d = downsample``
+  of them (all by default) halve the resolution. A 1×1 projection to
+  ``channels`` ends it.
+  """
+  width: int = 32
+  depth: int = 3
+  channels: int = 256
+  downsample: Optional[int] = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    downsample = self.depth if self.downsample is None else self.downsample
+    if not 0 <= downsample <= self.depth:
+      raise ValueError(f"downsample={downsample} must be in [0, depth={self.depth}].")
+    x = nn.Conv(self.width, (3, 3), dtype=self.dtype, name="stem")(images)
+    for stage in range(self.depth):
+      features = self.width * min(2**(stage + 1), 8)
+      x = ResidualBlock(features, strides=2 if stage < downsample else 1,
+                        dtype=self.dtype)(x)
+    x = nn.swish(nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype)(x))
+    return nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="project")(x)
+
+
+class Upsampler(nn.Module):
+  """Feature map ``[B, h, w, C]`` at stride ``s`` → pixels ``[B, s·h, s·w, 3]``.
+
+  ``log2(s)`` blocks of (nearest ×2 upsampling, conv3×3, swish), then three
+  3×3 convolutions; at ``s = 1`` the decoder is exactly those three
+  convolutions, as in the paper.
+  """
+  stride: int = 1
+  width: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, feature_map):
+    x = feature_map
+    for _ in range(log2(self.stride)):
+      batch, h, w, c = x.shape
+      x = jax.image.resize(x, (batch, 2 * h, 2 * w, c), "nearest")
+      x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
+    x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
+    x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
+    pixels = nn.Conv(3, (3, 3), dtype=self.dtype)(x)
+    return pixels.astype(jnp.float32) + 0.5  # centred on mid-grey
+
+
+class FinolaMatrices(nn.Module):
+  """The shared ``C×C`` matrices ``A`` and ``B``.
+
+  Initialized ``N(0, init_scale² / C)`` so that one step ``A ẑ`` of a
+  normalized ``ẑ`` changes each channel by about ``init_scale``.
+  """
+  channels: int
+  init_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self):
+    init = nn.initializers.normal(self.init_scale / math.sqrt(self.channels))
+    shape = (self.channels, self.channels)
+    return self.param("A", init, shape), self.param("B", init, shape)
+
+
+AUTOREGRESSIONS = ("finola", "linear")
+
+
+def check_autoregression(kind: str) -> bool:
+  """Returns ``normalized`` for an autoregression kind ('finola'/'linear')."""
+  if kind not in AUTOREGRESSIONS:
+    raise ValueError(f"Unknown autoregression {kind!r}; expected one of "
+                     f"{AUTOREGRESSIONS}.")
+  return kind == "finola"
+
+
+def unroll_matrices(q, matrices, height, width, *, path, normalized, dtype):
+  """``finola_jax.unroll`` with the module's matrices, in ``dtype``."""
+  A, B = matrices
+  return finola_jax.unroll(q.astype(dtype), A.astype(dtype), B.astype(dtype),
+                           height, width, path=path, normalized=normalized)

@@ -1,0 +1,1 @@
+"""Experiments as :class:`finola_jax.train.trainer.Task` objects."""

@@ -1,0 +1,748 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Tests for finola_jax.core: normalize, unroll, extrapolate.
+
+The reference below is an independent float64 numpy transcription of the
+conventions in FINOLA.md, one position at a time: it shares no code with
+finola_jax.core (no scans, no stacking of walkers, no concatenation).
+
+Cost note (2 CPU cores): every distinct shape/path compiles one or more
+``lax.scan`` programs (~0.3-0.5 s each), and an un-jitted call re-traces and
+re-compiles its scans on every call. The large reference grids therefore run
+under ``with_jit`` only; ``without_jit`` (and ``with_pmap`` where a leading
+device axis makes sense) run on a representative subset.
+"""
+
+import functools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+from jax import test_util as jtu
+import numpy as np
+
+import finola_jax as fj
+
+PATHS = ("vertical_first", "horizontal_first", "average")
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+# --------------------------------------------------------------------------
+# Independent naive reference (float64 numpy, python loops over positions).
+
+
+def ref_normalize(z, eps=1e-6):
+  """(z - mean) / sqrt(population var + eps) of ONE vector z [C]."""
+  z = np.asarray(z, np.float64)
+  mean = sum(z) / len(z)
+  var = sum((v - mean) ** 2 for v in z) / len(z)
+  return (z - mean) / np.sqrt(var + eps)
+
+
+def _ref_step(z, matrix, sign, step, eps, normalized):
+  """One FINOLA step z <- z + sign * s * M zhat, M acting on column vectors."""
+  zhat = ref_normalize(z, eps) if normalized else np.asarray(z, np.float64)
+  return z + sign * step * (matrix @ zhat)
+
+
+def _ref_fill_one(known, rows, cols, A, B, path, step, eps, normalized):
+  """Fills one [H, W, C] map whose rectangle rows x cols is known.
+
+  rows = (r_lo, r_hi), cols = (c_lo, c_hi), inclusive. Every read position
+  is asserted to be filled already, so the walk order is checked too.
+  """
+  if path == "average":
+    return 0.5 * (
+        _ref_fill_one(known, rows, cols, A, B, "vertical_first", step, eps,
+                      normalized) +
+        _ref_fill_one(known, rows, cols, A, B, "horizontal_first", step, eps,
+                      normalized))
+  H, W, _ = known.shape
+  (r_lo, r_hi), (c_lo, c_hi) = rows, cols
+  z = np.array(known, np.float64)
+  filled = np.zeros((H, W), bool)
+  filled[r_lo:r_hi + 1, c_lo:c_hi + 1] = True
+
+  def put(r, c, src_r, src_c, matrix, sign):
+    assert filled[src_r, src_c] and not filled[r, c], (r, c, src_r, src_c)
+    z[r, c] = _ref_step(z[src_r, src_c], matrix, sign, step, eps, normalized)
+    filled[r, c] = True
+
+  def walk_columns(columns):  # up (-s B) and down (+s B) along each column
+    for c in columns:
+      for r in range(r_lo - 1, -1, -1):
+        put(r, c, r + 1, c, B, -1.0)
+      for r in range(r_hi + 1, H):
+        put(r, c, r - 1, c, B, +1.0)
+
+  def walk_rows(row_list):  # left (-s A) and right (+s A) along each row
+    for r in row_list:
+      for c in range(c_lo - 1, -1, -1):
+        put(r, c, r, c + 1, A, -1.0)
+      for c in range(c_hi + 1, W):
+        put(r, c, r, c - 1, A, +1.0)
+
+  if path == "vertical_first":
+    walk_columns(range(c_lo, c_hi + 1))  # the known columns, to the edges
+    walk_rows(range(H))  # then every row
+  elif path == "horizontal_first":
+    walk_rows(range(r_lo, r_hi + 1))
+    walk_columns(range(W))
+  else:
+    raise ValueError(path)
+  assert filled.all()
+  return z
+
+
+def ref_unroll(q, A, B, height, width, origin=None, path="vertical_first",
+               step=1.0, eps=1e-6, normalized=True):
+  q = np.asarray(q, np.float64)
+  A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+  r0, c0 = (height // 2, width // 2) if origin is None else origin
+  out = np.zeros(q.shape[:-1] + (height, width, q.shape[-1]))
+  for idx in np.ndindex(*q.shape[:-1]):
+    known = np.zeros((height, width, q.shape[-1]))
+    known[r0, c0] = q[idx]
+    out[idx] = _ref_fill_one(known, (r0, r0), (c0, c0), A, B, path,
+                             float(step), eps, normalized)
+  return out
+
+
+def ref_extrapolate(block, A, B, height, width, corner="top_left",
+                    path="vertical_first", step=1.0, eps=1e-6,
+                    normalized=True):
+  block = np.asarray(block, np.float64)
+  A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+  h, w, C = block.shape[-3:]
+  r_lo = height - h if corner.startswith("bottom") else 0
+  c_lo = width - w if corner.endswith("right") else 0
+  out = np.zeros(block.shape[:-3] + (height, width, C))
+  for idx in np.ndindex(*block.shape[:-3]):
+    known = np.zeros((height, width, C))
+    known[r_lo:r_lo + h, c_lo:c_lo + w] = block[idx]
+    out[idx] = _ref_fill_one(known, (r_lo, r_lo + h - 1), (c_lo, c_lo + w - 1),
+                             A, B, path, float(step), eps, normalized)
+  return out
+
+
+def _power(matrix, k, step):
+  """(I + s M)^k for k >= 0, (I - s M)^|k| for k < 0."""
+  eye = np.eye(matrix.shape[0])
+  base = eye + step * matrix if k >= 0 else eye - step * matrix
+  return np.linalg.matrix_power(base, abs(k))
+
+
+def ref_linear_unroll(q, A, B, height, width, origin, path, step):
+  """Closed form of the un-normalized (QB-Heat) unroll: products of powers."""
+  q = np.asarray(q, np.float64)
+  A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+  r0, c0 = origin
+  out = np.zeros(q.shape[:-1] + (height, width, q.shape[-1]))
+  for r in range(height):
+    for c in range(width):
+      pa, pb = _power(A, c - c0, step), _power(B, r - r0, step)
+      m = pa @ pb if path == "vertical_first" else pb @ pa
+      out[..., r, c, :] = q @ m.T
+  return out
+
+
+def _problem(seed, batch, channels, scale=0.3, block_hw=None):
+  """(x, A, B) float64 numpy; x is q [*batch, C] or a block [*batch, h, w, C]."""
+  rng = np.random.default_rng(seed)
+  shape = tuple(batch) + (tuple(block_hw) if block_hw else ()) + (channels,)
+  x = rng.normal(size=shape) + rng.normal(size=(channels,))
+  A = scale * rng.normal(size=(channels, channels)) / np.sqrt(channels)
+  B = scale * rng.normal(size=(channels, channels)) / np.sqrt(channels)
+  return x, A, B
+
+
+def _all_paths_unroll(height, width, origin, **kw):
+  def fn(q, A, B, step):
+    return tuple(fj.unroll(q, A, B, height, width, origin=origin, path=p,
+                           step=step, **kw) for p in PATHS)
+  return fn
+
+
+def _all_paths_extrapolate(height, width, corner, **kw):
+  def fn(block, A, B, step):
+    return tuple(fj.extrapolate(block, A, B, height, width, corner=corner,
+                                path=p, step=step, **kw) for p in PATHS)
+  return fn
+
+
+class _Base(chex.TestCase):
+  """Checks that no test leaks jax_enable_x64."""
+
+  def setUp(self):
+    super().setUp()
+    self.assertFalse(jax.config.jax_enable_x64, "x64 leaked into this test")
+
+  def tearDown(self):
+    self.assertFalse(jax.config.jax_enable_x64, "x64 leaked out of this test")
+    super().tearDown()
+
+
+# (name, height, width, origin, batch, step). Every origin kind (centre, the
+# four corners, off-centre) with odd/even sizes, batch ranks 0-2, step != 1.
+UNROLL_CASES = (
+    ("1x1_centre", 1, 1, None, (), 1.0),
+    ("1x5_centre_b1_half", 1, 5, None, (2,), 0.5),
+    ("4x1_centre_b2_neg", 4, 1, None, (2, 3), -0.3),
+    ("5x6_centre", 5, 6, None, (), 1.0),
+    ("6x7_top_left_b1", 6, 7, (0, 0), (2,), 0.5),
+    ("7x4_top_right", 7, 4, (0, 3), (), -0.3),
+    ("5x6_bottom_left_b2", 5, 6, (4, 0), (2, 1), 1.0),
+    ("6x7_bottom_right", 6, 7, (5, 6), (), 0.5),
+    ("7x4_off_centre_b1", 7, 4, (1, 3), (3,), -0.3),
+)
+
+# (name, height, width, corner, (h, w), batch, step); block sizes from 1x1 to
+# the full map, 1xW and Hx1 strips.
+EXTRAPOLATE_CASES = (
+    ("tl_1x1", 5, 6, "top_left", (1, 1), (), 1.0),
+    ("tr_2x3_b1", 6, 7, "top_right", (2, 3), (2,), 0.5),
+    ("bl_3x2_neg", 7, 4, "bottom_left", (3, 2), (), -0.3),
+    ("br_2x2_b2", 5, 6, "bottom_right", (2, 2), (2, 1), 1.0),
+    ("tl_full", 4, 5, "top_left", (4, 5), (), 1.0),
+    ("br_full_b1", 3, 3, "bottom_right", (3, 3), (2,), 0.5),
+    ("tr_row_strip", 5, 6, "top_right", (1, 6), (), 1.0),
+    ("bl_col_strip", 6, 5, "bottom_left", (6, 1), (), -0.3),
+)
+
+
+class ReferenceTest(_Base):
+  """unroll / extrapolate against the naive numpy reference."""
+
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(*UNROLL_CASES)
+  def test_unroll_matches_reference_x64(self, height, width, origin, batch,
+                                        step):
+    q, A, B = _problem(0, batch, 5)
+    with jax.enable_x64(True):
+      maps = self.variant(_all_paths_unroll(height, width, origin))(
+          q, A, B, jnp.float64(step))
+      maps = jax.device_get(maps)
+    r0, c0 = (height // 2, width // 2) if origin is None else origin
+    for path, got in zip(PATHS, maps):
+      self.assertEqual(got.dtype, np.float64)
+      want = ref_unroll(q, A, B, height, width, origin, path, step)
+      np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11,
+                                 err_msg=path)
+      np.testing.assert_array_equal(got[..., r0, c0, :], q, err_msg=path)
+    np.testing.assert_allclose(maps[2], 0.5 * (maps[0] + maps[1]), rtol=1e-13,
+                               atol=1e-13)
+
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(*EXTRAPOLATE_CASES)
+  def test_extrapolate_matches_reference_x64(self, height, width, corner,
+                                             block_hw, batch, step):
+    block, A, B = _problem(1, batch, 4, block_hw=block_hw)
+    with jax.enable_x64(True):
+      maps = self.variant(_all_paths_extrapolate(height, width, corner))(
+          block, A, B, jnp.float64(step))
+      maps = jax.device_get(maps)
+    h, w = block_hw
+    r_lo = height - h if corner.startswith("bottom") else 0
+    c_lo = width - w if corner.endswith("right") else 0
+    for path, got in zip(PATHS, maps):
+      want = ref_extrapolate(block, A, B, height, width, corner, path, step)
+      np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11,
+                                 err_msg=path)
+      # The block itself is returned unchanged (bit-exact).
+      np.testing.assert_array_equal(
+          got[..., r_lo:r_lo + h, c_lo:c_lo + w, :], block, err_msg=path)
+
+  # The same comparisons un-jitted (eager), on a small subset: an eager call
+  # re-traces and re-compiles its scans every time.
+  @chex.variants(without_jit=True)
+  @parameterized.named_parameters(UNROLL_CASES[2])
+  def test_unroll_matches_reference_x64_eager(self, height, width, origin,
+                                              batch, step):
+    q, A, B = _problem(0, batch, 5)
+    with jax.enable_x64(True):
+      got = self.variant(functools.partial(
+          fj.unroll, height=height, width=width, origin=origin,
+          path="average"))(q, A, B, step=step)
+    want = ref_unroll(q, A, B, height, width, origin, "average", step)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+  @chex.variants(without_jit=True)
+  @parameterized.named_parameters(EXTRAPOLATE_CASES[1])
+  def test_extrapolate_matches_reference_x64_eager(self, height, width, corner,
+                                                   block_hw, batch, step):
+    block, A, B = _problem(1, batch, 4, block_hw=block_hw)
+    with jax.enable_x64(True):
+      got = self.variant(functools.partial(
+          fj.extrapolate, height=height, width=width, corner=corner,
+          path="horizontal_first"))(block, A, B, step=step)
+    want = ref_extrapolate(block, A, B, height, width, corner,
+                           "horizontal_first", step)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+  @chex.variants(with_jit=True)
+  def test_float32_matches_reference(self):
+    q, A, B = _problem(2, (2,), 8)
+    q32, A32, B32 = (x.astype(np.float32) for x in (q, A, B))
+    maps = self.variant(_all_paths_unroll(6, 7, (2, 5)))(q32, A32, B32, 0.7)
+    for path, got in zip(PATHS, maps):
+      self.assertEqual(got.dtype, jnp.float32)
+      want = ref_unroll(q32, A32, B32, 6, 7, (2, 5), path, 0.7)
+      np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5,
+                                 err_msg=path)
+
+  @chex.variants(with_jit=True)
+  def test_extrapolate_float32_matches_reference(self):
+    block, A, B = _problem(3, (), 8, block_hw=(2, 3))
+    block, A, B = (x.astype(np.float32) for x in (block, A, B))
+    maps = self.variant(_all_paths_extrapolate(5, 7, "bottom_right"))(
+        block, A, B, 1.0)
+    for path, got in zip(PATHS, maps):
+      want = ref_extrapolate(block, A, B, 5, 7, "bottom_right", path)
+      np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5,
+                                 err_msg=path)
+
+  @chex.variants(with_jit=True)
+  @parameterized.parameters("vertical_first", "horizontal_first")
+  def test_linear_baseline_matches_closed_form(self, path):
+    # normalized=False is QB-Heat's linear autoregression: the map at (r, c)
+    # is a product of powers of (I ± sA), (I ± sB) applied to q.
+    q, A, B = _problem(4, (2,), 4)
+    with jax.enable_x64(True):
+      fn = functools.partial(fj.unroll, height=5, width=6, origin=(1, 4),
+                             path=path, normalized=False)
+      got = self.variant(fn)(q, A, B, step=0.6)
+    want = ref_linear_unroll(q, A, B, 5, 6, (1, 4), path, 0.6)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+    # ... and the naive reference without normalization agrees.
+    np.testing.assert_allclose(
+        want, ref_unroll(q, A, B, 5, 6, (1, 4), path, 0.6, normalized=False),
+        rtol=1e-11, atol=1e-11)
+
+  @chex.variants(with_jit=True)
+  def test_extrapolate_linear_baseline(self):
+    block, A, B = _problem(5, (), 4, block_hw=(2, 2))
+    with jax.enable_x64(True):
+      fn = functools.partial(fj.extrapolate, height=4, width=5,
+                             corner="top_right", path="average",
+                             normalized=False)
+      got = self.variant(fn)(block, A, B)
+    want = ref_extrapolate(block, A, B, 4, 5, "top_right", "average",
+                           normalized=False)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+  def test_reference_is_not_trivial(self):
+    # Guards the reference itself: its paths differ, normalization matters.
+    q, A, B = _problem(6, (), 4)
+    vf = ref_unroll(q, A, B, 4, 4, None, "vertical_first")
+    hf = ref_unroll(q, A, B, 4, 4, None, "horizontal_first")
+    lin = ref_unroll(q, A, B, 4, 4, None, "vertical_first", normalized=False)
+    self.assertGreater(np.abs(vf - hf).max(), 1e-3)
+    self.assertGreater(np.abs(vf - lin).max(), 1e-3)
+
+
+class GradientTest(_Base):
+  """jax.test_util.check_grads in float64."""
+
+  # Second order in forward mode (jvp of jvp of scans) costs ~15 s to
+  # compile here, so the order-2 check is reverse mode (vjp of vjp); the
+  # other checks are first order in both modes.
+  def test_unroll_grads_order2(self):
+    q, A, B = _problem(10, (), 4)
+    with jax.enable_x64(True):
+      fn = jax.jit(lambda q, A, B, s: fj.unroll(
+          q, A, B, 3, 3, origin=(1, 1), path="vertical_first", step=s))
+      jtu.check_grads(fn, (q, A, B, jnp.float64(0.8)), order=2,
+                      modes=("rev",))
+
+  @parameterized.named_parameters(
+      ("horizontal_first_remat", "horizontal_first", (3, 4), (2, 1), True),
+  )
+  def test_unroll_grads(self, path, size, origin, remat):
+    q, A, B = _problem(11, (2,), 4)
+    with jax.enable_x64(True):
+      fn = jax.jit(lambda q, A, B, s: fj.unroll(
+          q, A, B, *size, origin=origin, path=path, step=s, remat=remat))
+      jtu.check_grads(fn, (q, A, B, jnp.float64(-0.5)), order=1,
+                      modes=("fwd", "rev"))
+
+  @parameterized.named_parameters(("plain", False))
+  def test_extrapolate_grads(self, remat):
+    block, A, B = _problem(12, (), 4, block_hw=(2, 1))
+    with jax.enable_x64(True):
+      fn = jax.jit(lambda b, A, B, s: fj.extrapolate(
+          b, A, B, 3, 3, corner="bottom_right", path="vertical_first", step=s,
+          remat=remat))
+      jtu.check_grads(fn, (block, A, B, jnp.float64(0.7)), order=1,
+                      modes=("fwd", "rev"))
+
+  def test_remat_same_values_and_grads(self):
+    q, A, B = _problem(13, (2,), 6)
+
+    def loss(remat, q, A, B, s):
+      m = fj.unroll(q, A, B, 3, 3, path="average", step=s, remat=remat)
+      return jnp.sum(jnp.square(m)), m
+
+    with jax.enable_x64(True):
+      args = (q, A, B, jnp.float64(0.9))
+      grad = lambda remat: jax.jit(jax.grad(
+          functools.partial(loss, remat), argnums=(0, 1, 2, 3),
+          has_aux=True))(*args)
+      (g_plain, m_plain), (g_remat, m_remat) = grad(False), grad(True)
+    chex.assert_trees_all_close(m_plain, m_remat, rtol=1e-12, atol=1e-12)
+    chex.assert_trees_all_close(g_plain, g_remat, rtol=1e-10, atol=1e-10)
+    self.assertGreater(float(jnp.abs(g_plain[3])), 0.0)
+
+  def test_normalize_grads(self):
+    z, _, _ = _problem(14, (3,), 5)
+    with jax.enable_x64(True):
+      jtu.check_grads(jax.jit(lambda z: fj.normalize(z, 1e-3)), (z,), order=2,
+                      modes=("fwd", "rev"))
+
+
+class PropertyTest(_Base):
+
+  @chex.variants(with_jit=True)
+  @parameterized.parameters(*CORNERS)
+  def test_corner_unroll_equals_1x1_extrapolate(self, corner):
+    q, A, B = _problem(20, (2,), 6)
+    q, A, B = (x.astype(np.float32) for x in (q, A, B))
+    H, W = 4, 5
+    origin = (H - 1 if corner.startswith("bottom") else 0,
+              W - 1 if corner.endswith("right") else 0)
+
+    def fn(q, A, B):
+      return [(fj.unroll(q, A, B, H, W, origin=origin, path=p, step=0.8),
+               fj.extrapolate(q[..., None, None, :], A, B, H, W,
+                              corner=corner, path=p, step=0.8))
+              for p in PATHS[:2]]  # "average" is their mean (tested apart)
+
+    for path, (u, e) in zip(PATHS, self.variant(fn)(q, A, B)):
+      chex.assert_trees_all_close(u, e, rtol=1e-6, atol=1e-6,
+                                  custom_message=path)
+      self.assertGreater(float(jnp.abs(u - q[..., None, None, :]).max()), 1e-2)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_shift_equivariance(self):
+    # normalize is invariant to a common shift, so every increment is too.
+    q, A, B = _problem(21, (2,), 8)
+    q, A, B = (x.astype(np.float32) for x in (q, A, B))
+    fn = self.variant(functools.partial(fj.unroll, height=5, width=4,
+                                        path="horizontal_first"))
+    base, shifted = fn(q, A, B), fn(q + 3.5, A, B)
+    chex.assert_trees_all_close(shifted, base + 3.5, rtol=1e-5, atol=1e-5)
+    # Not a tautology: the un-normalized baseline is not shift-equivariant.
+    lin = functools.partial(ref_unroll, height=5, width=4, normalized=False)
+    self.assertGreater(np.abs(lin(q + 3.5, A, B) - lin(q, A, B) - 3.5).max(),
+                       1e-2)
+
+  @chex.variants(with_jit=True)
+  def test_step_zero_gives_constant_map(self):
+    q, A, B = _problem(22, (3,), 6)
+    q, A, B = (x.astype(np.float32) for x in (q, A, B))
+    m = self.variant(functools.partial(fj.unroll, height=4, width=3,
+                                       path="average", step=0.0))(q, A, B)
+    chex.assert_shape(m, (3, 4, 3, 6))
+    np.testing.assert_array_equal(
+        m, np.broadcast_to(q[:, None, None, :], m.shape))
+
+  @chex.variants(with_jit=True)
+  def test_average_is_mean_of_paths(self):
+    # (Also checked in float64 for every case of the reference tests.)
+    q, A, B = _problem(23, (2,), 6)
+    q, A, B = (x.astype(np.float32) for x in (q, A, B))
+    vf, hf, avg = self.variant(_all_paths_unroll(3, 4, (2, 1)))(q, A, B, 1.0)
+    chex.assert_trees_all_close(avg, 0.5 * (vf + hf), rtol=1e-6, atol=1e-6)
+    self.assertGreater(float(jnp.abs(vf - hf).max()), 1e-3)
+
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(
+      ("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
+  def test_exact_seed_and_block(self, dtype):
+    q, A, B = _problem(24, (2,), 6)
+    q, A, B = (jnp.asarray(x, dtype) for x in (q, A, B))
+
+    def fn(q, A, B):
+      u = fj.unroll(q, A, B, 4, 3, origin=(3, 1), path="average")
+      e = fj.extrapolate(u[..., 1:, :2, :], A, B, 6, 4, corner="bottom_left",
+                         path="average", step=-0.4)
+      return u, e
+
+    u, e = self.variant(fn)(q, A, B)
+    self.assertEqual(u.dtype, dtype)
+    self.assertEqual(e.dtype, dtype)
+    np.testing.assert_array_equal(
+        np.asarray(u[..., 3, 1, :], np.float32), np.asarray(q, np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(e[..., 3:, :2, :], np.float32),
+        np.asarray(u[..., 1:, :2, :], np.float32))
+
+  @chex.variants(with_jit=True, with_pmap=True)
+  def test_batch_axis_pmap(self):
+    # Leading axis of 4 mapped over the 4 forced CPU devices (or batched
+    # under jit); each entry must equal the un-batched unroll of its q.
+    self.assertEqual(jax.device_count(), 4)
+    q, A, B = _problem(25, (4, 2), 6)
+    q, A, B = (x.astype(np.float32) for x in (q, A, B))
+    fn = functools.partial(fj.unroll, height=4, width=5, origin=(1, 3),
+                           path="vertical_first", step=0.9)
+    got = self.variant(fn, broadcast_args_to_devices=False, reduce_fn=None,
+                       in_axes=(0, None, None))(q, A, B)
+    chex.assert_shape(got, (4, 2, 4, 5, 6))
+    want = np.stack([ref_unroll(q[i], A, B, 4, 5, (1, 3), "vertical_first",
+                                0.9)
+                     for i in range(4)])
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+  @chex.variants(with_jit=True, with_pmap=True)
+  def test_extrapolate_batch_axis_pmap(self):
+    self.assertEqual(jax.device_count(), 4)
+    block, A, B = _problem(26, (4,), 5, block_hw=(2, 2))
+    block, A, B = (x.astype(np.float32) for x in (block, A, B))
+    fn = functools.partial(fj.extrapolate, height=3, width=4,
+                           corner="top_right", path="horizontal_first")
+    got = self.variant(fn, broadcast_args_to_devices=False, reduce_fn=None,
+                       in_axes=(0, None, None))(block, A, B)
+    chex.assert_shape(got, (4, 3, 4, 5))
+    want = ref_extrapolate(block, A, B, 3, 4, "top_right", "horizontal_first")
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+  @chex.variants(with_jit=True)
+  def test_vmap_equals_batched(self):
+    q, A, B = _problem(27, (3, 2), 6)
+    q, A, B = (x.astype(np.float32) for x in (q, A, B))
+    fn = functools.partial(fj.unroll, height=3, width=4, path="vertical_first",
+                           step=0.5)
+    batched = self.variant(fn)(q, A, B)
+    vmapped = self.variant(jax.vmap(jax.vmap(fn, (0, None, None)),
+                                    (0, None, None)))(q, A, B)
+    chex.assert_shape(batched, (3, 2, 3, 4, 6))
+    chex.assert_trees_all_close(vmapped, batched, rtol=1e-6, atol=1e-6)
+    # vmap over a matrix too (one A per example).
+    As = np.stack([A, 0.5 * A, -A])
+    per_example = self.variant(jax.vmap(fn, (0, 0, None)))(q, As, B)
+    for i in range(3):
+      want = ref_unroll(q[i], As[i], B, 3, 4, None, "vertical_first", 0.5)
+      np.testing.assert_allclose(per_example[i], want, rtol=2e-5, atol=2e-5)
+
+  @chex.variants(with_jit=True)
+  def test_dtypes(self):
+    q, A, B = _problem(28, (2,), 8, scale=0.1)
+    fn = self.variant(functools.partial(fj.unroll, height=6, width=6,
+                                        path="vertical_first"))
+    m32 = fn(*(x.astype(np.float32) for x in (q, A, B)))
+    self.assertEqual(m32.dtype, jnp.float32)
+    m16 = fn(*(jnp.asarray(x, jnp.bfloat16) for x in (q, A, B)))
+    self.assertEqual(m16.dtype, jnp.bfloat16)
+    chex.assert_tree_all_finite(m16)
+    # bfloat16 in, state carried in float32: close to the float32 map.
+    scale = float(jnp.abs(m32).max())
+    np.testing.assert_allclose(np.asarray(m16, np.float32), m32,
+                               atol=0.03 * scale, rtol=0.0)
+    with jax.enable_x64(True):
+      m64 = fn(q, A, B)
+      self.assertEqual(m64.dtype, jnp.float64)
+    np.testing.assert_allclose(m64, m32, rtol=1e-5, atol=1e-5)
+
+  def test_extrapolate_dtypes(self):
+    block, A, B = _problem(29, (), 4, block_hw=(2, 2))
+    fn = jax.jit(functools.partial(fj.extrapolate, height=3, width=3,
+                                   corner="bottom_left"))
+    for dtype in (jnp.float32, jnp.bfloat16):
+      m = fn(*(jnp.asarray(x, dtype) for x in (block, A, B)))
+      self.assertEqual(m.dtype, dtype)
+    with jax.enable_x64(True):
+      self.assertEqual(fn(block, A, B).dtype, jnp.float64)
+
+  @chex.variants(with_jit=True)
+  def test_constant_q_and_tiny_maps_are_finite(self):
+    _, A, B = _problem(30, (), 5)
+    A, B = A.astype(np.float32), B.astype(np.float32)
+    const = np.full((2, 5), 0.7, np.float32)  # zero variance
+
+    def fn(q, A, B):
+      return (fj.unroll(q, A, B, 3, 4, path="average"),
+              fj.unroll(q[0], A, B, 1, 1),
+              fj.extrapolate(q[:, None, None, :], A, B, 1, 1))
+
+    m, one, one_e = self.variant(fn)(const, A, B)
+    chex.assert_tree_all_finite((m, one, one_e))
+    # ẑ of a constant vector is 0: nothing moves.
+    np.testing.assert_array_equal(m, np.broadcast_to(const[:, None, None],
+                                                     m.shape))
+    chex.assert_shape(one, (1, 1, 5))
+    np.testing.assert_array_equal(one[0, 0], const[0])
+    np.testing.assert_array_equal(one_e[:, 0, 0], const)
+
+  @parameterized.named_parameters(
+      ("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
+  def test_large_unroll_is_finite(self, dtype):
+    rng = np.random.default_rng(31)
+    C = 8
+    q = jnp.asarray(rng.normal(size=(C,)), dtype)
+    A = jnp.asarray(0.1 * rng.normal(size=(C, C)) / np.sqrt(C), dtype)
+    B = jnp.asarray(0.1 * rng.normal(size=(C, C)) / np.sqrt(C), dtype)
+    m = jax.jit(functools.partial(fj.unroll, height=256, width=256))(q, A, B)
+    chex.assert_shape(m, (256, 256, C))
+    self.assertEqual(m.dtype, dtype)
+    chex.assert_tree_all_finite(m)
+    # The walk goes somewhere: the far corner differs from q.
+    self.assertGreater(float(jnp.abs(m[0, 0].astype(jnp.float32) -
+                                     q.astype(jnp.float32)).max()), 0.1)
+
+
+class NormalizeTest(_Base):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(("default_eps", 1e-6), ("large_eps", 0.5))
+  def test_against_numpy(self, eps):
+    rng = np.random.default_rng(40)
+    z = (0.3 * rng.normal(size=(2, 3, 7)) + 2.0).astype(np.float32)
+    got = self.variant(functools.partial(fj.normalize, eps=eps))(z)
+    mean = z.astype(np.float64).mean(-1, keepdims=True)
+    var = z.astype(np.float64).var(-1, keepdims=True, ddof=0)  # population
+    want = (z - mean) / np.sqrt(var + eps)  # eps inside the square root
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    self.assertEqual(got.dtype, jnp.float32)
+    if eps == 0.5:  # eps placement and ddof are distinguishable here
+      std1 = z.std(-1, keepdims=True, ddof=1)
+      self.assertGreater(
+          np.abs(want - (z - mean) / np.sqrt(std1 ** 2 + eps)).max(), 1e-3)
+      self.assertGreater(
+          np.abs(want - (z - mean) / (np.sqrt(var) + eps)).max(), 1e-3)
+
+  def test_reference_normalize_matches(self):
+    z = np.array([1.0, 2.0, 4.0, -3.0])
+    np.testing.assert_allclose(ref_normalize(z, 0.1),
+                               (z - z.mean()) / np.sqrt(z.var() + 0.1))
+    with jax.enable_x64(True):
+      np.testing.assert_allclose(fj.normalize(z, 0.1), ref_normalize(z, 0.1),
+                                 rtol=1e-14)
+
+  def test_dtypes_and_constant(self):
+    z = np.full((3, 4), 2.0, np.float32)
+    out = fj.normalize(z)
+    np.testing.assert_array_equal(out, np.zeros_like(z))
+    self.assertEqual(fj.normalize(jnp.ones((2, 3), jnp.bfloat16)).dtype,
+                     jnp.bfloat16)
+    with jax.enable_x64(True):
+      self.assertEqual(fj.normalize(np.arange(3.0)).dtype, jnp.float64)
+
+  def test_errors(self):
+    with self.assertRaisesRegex(ValueError, "z must have a channel axis"):
+      fj.normalize(jnp.float32(1.0))
+    with self.assertRaisesRegex(TypeError, "z must have a floating dtype"):
+      fj.normalize(jnp.arange(3))
+
+
+def _f32(*shape):
+  return np.ones(shape, np.float32) + np.arange(shape[-1], dtype=np.float32)
+
+
+_Q, _A, _B = _f32(2, 4), 0.1 * _f32(4, 4), 0.1 * _f32(4, 4)
+_BLOCK = _f32(2, 2, 4)
+_EYE_INT = np.eye(4, dtype=np.int32)
+
+
+def _unroll(*size, **kw):
+  return lambda q, A, B: fj.unroll(q, A, B, *size, **kw)
+
+
+def _extrapolate(*size, **kw):
+  return lambda block, A, B: fj.extrapolate(block, A, B, *size, **kw)
+
+
+# (name, function of the array arguments, array arguments, exception, regex).
+BAD_INPUTS = (
+    ("q_rank0", _unroll(3, 3), (np.float32(1.0), _A, _B),
+     ValueError, r"q must have shape \[\.\.\., C\]"),
+    ("A_not_square", _unroll(3, 3), (_Q, _f32(4, 3), _B),
+     ValueError, r"A must be a square"),
+    ("A_rank1", _unroll(3, 3), (_Q, _f32(4), _B),
+     ValueError, r"A must be a square"),
+    ("B_not_square", _unroll(3, 3), (_Q, _A, _f32(3, 4)),
+     ValueError, r"B must be a square"),
+    ("A_wrong_C", _unroll(3, 3), (_Q, _f32(5, 5), _B),
+     ValueError, r"A is 5×5 but q has C=4 .*A must be 4×4"),
+    ("B_wrong_C", _unroll(3, 3), (_Q, _A, _f32(3, 3)),
+     ValueError, r"B is 3×3 but q has C=4"),
+    ("height_zero", _unroll(0, 3), (_Q, _A, _B),
+     ValueError, r"height must be at least 1"),
+    ("width_negative", _unroll(3, -2), (_Q, _A, _B),
+     ValueError, r"width must be at least 1"),
+    ("height_float", _unroll(3.0, 3), (_Q, _A, _B),
+     TypeError, r"height must be a Python int"),
+    ("width_bool", _unroll(3, True), (_Q, _A, _B),
+     TypeError, r"width must be a Python int"),
+    ("width_array", _unroll(3, np.float32(3)), (_Q, _A, _B),
+     TypeError, r"width must be a Python int"),
+    ("origin_row_outside", _unroll(3, 4, origin=(3, 0)), (_Q, _A, _B),
+     ValueError, r"origin \(3, 0\) is outside the 3×4 map"),
+    ("origin_col_outside", _unroll(3, 4, origin=(0, 4)), (_Q, _A, _B),
+     ValueError, r"origin \(0, 4\) is outside"),
+    ("origin_negative", _unroll(3, 4, origin=(-1, 0)), (_Q, _A, _B),
+     ValueError, r"origin \(-1, 0\) is outside"),
+    ("origin_not_pair", _unroll(3, 4, origin=(1, 1, 1)), (_Q, _A, _B),
+     ValueError, r"origin must be a \(row, column\) pair"),
+    ("unroll_unknown_path", _unroll(3, 3, path="diag"), (_Q, _A, _B),
+     ValueError, r"Unknown path 'diag'"),
+    ("step_not_scalar", _unroll(3, 3, step=np.ones(2)), (_Q, _A, _B),
+     ValueError, r"step must be a scalar"),
+    ("q_int", _unroll(3, 3), (np.ones((4,), np.int32), _A, _B),
+     TypeError, r"q must have a floating dtype"),
+    ("A_int", _unroll(3, 3), (_Q, _EYE_INT, _B),
+     TypeError, r"A must have a floating dtype"),
+    ("B_int", _unroll(3, 3), (_Q, _A, _EYE_INT),
+     TypeError, r"B must have a floating dtype"),
+    ("block_rank2", _extrapolate(3, 3), (_f32(2, 4), _A, _B),
+     ValueError, r"block must have shape \[\.\.\., h, w, C\]"),
+    ("block_too_tall", _extrapolate(1, 3), (_BLOCK, _A, _B),
+     ValueError, r"block is 2×2, larger than the 1×3 map"),
+    ("block_too_wide", _extrapolate(3, 1), (_BLOCK, _A, _B),
+     ValueError, r"block is 2×2, larger than the 3×1 map"),
+    ("block_empty", _extrapolate(3, 3), (_f32(0, 2, 4), _A, _B),
+     ValueError, r"block must be at least 1×1"),
+    ("extrapolate_unknown_corner", _extrapolate(3, 3, corner="centre"),
+     (_BLOCK, _A, _B), ValueError, r"Unknown corner 'centre'"),
+    ("extrapolate_unknown_path", _extrapolate(3, 3, path="Average"),
+     (_BLOCK, _A, _B), ValueError, r"Unknown path 'Average'"),
+    ("extrapolate_height_zero", _extrapolate(0, 3), (_BLOCK, _A, _B),
+     ValueError, r"height must be at least 1"),
+    ("extrapolate_width_float", _extrapolate(3, 2.5), (_BLOCK, _A, _B),
+     TypeError, r"width must be a Python int"),
+    ("block_int", _extrapolate(3, 3), (np.ones((1, 1, 4), np.int32), _A, _B),
+     TypeError, r"block must have a floating dtype"),
+    ("extrapolate_A_wrong_C", _extrapolate(3, 3), (_BLOCK, _f32(3, 3), _B),
+     ValueError, r"A is 3×3 but block has C=4"),
+    ("extrapolate_B_int", _extrapolate(3, 3), (_BLOCK, _A, _EYE_INT),
+     TypeError, r"B must have a floating dtype"),
+    ("extrapolate_step_not_scalar", _extrapolate(3, 3, step=np.ones((1, 1))),
+     (_BLOCK, _A, _B), ValueError, r"step must be a scalar"),
+)
+
+
+class BadInputTest(_Base):
+
+  @parameterized.named_parameters(*BAD_INPUTS)
+  def test_raises(self, fn, args, exception, regex):
+    with self.assertRaisesRegex(exception, regex):
+      fn(*args)
+
+  @parameterized.named_parameters(*BAD_INPUTS)
+  def test_raises_before_tracing(self, fn, args, exception, regex):
+    # Under eval_shape every array argument is an abstract tracer: the
+    # checks run on static shapes/dtypes, so the same error must come out
+    # (not a tracer or concretization error, and nothing is compiled).
+    with self.assertRaisesRegex(exception, regex):
+      jax.eval_shape(fn, *args)
+
+  def test_good_inputs_do_not_raise_under_eval_shape(self):
+    out = jax.eval_shape(_unroll(3, 3, origin=(2, 2)), _Q, _A, _B)
+    self.assertEqual(out.shape, (2, 3, 3, 4))
+    out = jax.eval_shape(_extrapolate(2, 2, corner="bottom_right"),
+                         _BLOCK, _A, _B)
+    self.assertEqual(out.shape, (2, 2, 4))
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,438 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Tests for finola_jax.data: in-memory, folder and (mocked) TFDS sources."""
+
+import itertools
+import os
+import types
+from unittest import mock
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from finola_jax import data
+from finola_jax.data import input_pipeline
+
+KODAK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                         "data", "kodak")
+SIZE = 16
+NUM_MOCK_EXAMPLES = 6
+# Mocked TFDS datasets and their validation split names.
+MOCK_DATASETS = {"cifar10": "test", "imagenet2012": "validation"}
+NUM_FOLDER_IMAGES = 12  # Sorted position 9 is held out for validation.
+
+
+def _write_png(path, image):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tf.io.write_file(path, tf.io.encode_png(image))
+
+
+def _colour(index):
+  """A distinct colour per index, never black, as uint8 [2] (red, green)."""
+  return np.array([40 + 17 * index, 250 - 13 * index], np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+  """Images of varied size, nested folders; image i has constant red/green
+  channels `_colour(i)` and a noisy blue channel. Returns (dir, sorted paths)."""
+  root = str(tmp_path_factory.mktemp("photos"))
+  rng = np.random.default_rng(0)
+  paths = []
+  for i in range(NUM_FOLDER_IMAGES):
+    height, width = 20 + 3 * i, 44 - 2 * i
+    image = np.empty((height, width, 3), np.uint8)
+    image[..., :2] = _colour(i)
+    image[..., 2] = rng.integers(0, 256, (height, width))
+    subfolder = ("", "a", os.path.join("a", "b"))[i % 3]
+    paths.append(os.path.join(root, subfolder, f"img{i:02d}.png"))
+    _write_png(paths[-1], image)
+  open(os.path.join(root, "notes.txt"), "w").close()  # Not an image: ignored.
+  return root, sorted(paths)
+
+
+@pytest.fixture(scope="module")
+def labeled_folder(tmp_path_factory):
+  """Class subfolders "cat" (6), "dog" (5, some nested), "owl" (1); every
+  image of class k is filled with `_colour(k)`."""
+  root = str(tmp_path_factory.mktemp("labeled"))
+  for label, (name, count) in enumerate([("cat", 6), ("dog", 5), ("owl", 1)]):
+    for i in range(count):
+      image = np.empty((18 + i, 24, 3), np.uint8)
+      image[..., :2] = _colour(label)
+      image[..., 2] = 0
+      nested = "deep" if name == "dog" and i % 2 else ""
+      _write_png(os.path.join(root, name, nested, f"{i}.png"), image)
+  return root
+
+
+@pytest.fixture(scope="module")
+def tfds_metadata_dir(tmp_path_factory):
+  """TFDS metadata with real split names, so mocks know their splits."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  for name, validation in MOCK_DATASETS.items():
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=split, shard_lengths=[NUM_MOCK_EXAMPLES],
+                            num_bytes=0) for split in ("train", validation)]))
+    os.makedirs(builder.data_dir)
+    builder.info.write_to_directory(builder.data_dir)
+  return data_dir
+
+
+@pytest.fixture
+def mock_tfds(tfds_metadata_dir):
+  """TFDS yields NUM_MOCK_EXAMPLES random examples for any split (and ignores
+  slicing such as "test[:2]"). Returns the data_dir to pass."""
+  with tfds.testing.mock_data(num_examples=NUM_MOCK_EXAMPLES,
+                              policy=tfds.testing.MockPolicy.USE_FILES,
+                              data_dir=tfds_metadata_dir):
+    yield tfds_metadata_dir
+
+
+def _train_batches(dataset, num_steps=2, *, process_count=1,
+                   local_device_count=1, process_index=0, global_batch_size=8,
+                   seed=0, start_step=0, data_dir=None):
+  iterator = data.create_train_iterator(
+      dataset, image_size=SIZE, global_batch_size=global_batch_size, seed=seed,
+      start_step=start_step, data_dir=data_dir, process_index=process_index,
+      process_count=process_count, local_device_count=local_device_count)
+  return [batch["image"] for batch in itertools.islice(iterator, num_steps)]
+
+
+def _global_train_batches(dataset, process_count, local_device_count):
+  """Each step's batches from all processes, concatenated: [G, S, S, 3]."""
+  per_process = [_train_batches(dataset, process_count=process_count,
+                                local_device_count=local_device_count,
+                                process_index=p)
+                 for p in range(process_count)]
+  return [np.concatenate([batches[step].reshape(-1, SIZE, SIZE, 3)
+                          for batches in per_process])
+          for step in range(len(per_process[0]))]
+
+
+def _eval_batches(dataset, **kwargs):
+  kwargs = {"process_index": 0, "process_count": 1, "local_device_count": 2,
+            **kwargs}
+  return list(data.create_eval_iterator(dataset, image_size=SIZE, **kwargs))
+
+
+def _masked_images(batches):
+  """The real (mask 1) images of eval batches: [N, S, S, 3]."""
+  images = np.concatenate([b["image"].reshape(-1, SIZE, SIZE, 3)
+                           for b in batches])
+  mask = np.concatenate([b["mask"].reshape(-1) for b in batches])
+  return images[mask == 1]
+
+
+# ------------------------------------------------------------------ training ---
+
+
+def test_embedded_photo_lists_are_disjoint():
+  assert not set(data.EMBEDDED_TRAIN_PHOTOS) & set(
+      data.EMBEDDED_VALIDATION_PHOTOS)
+  assert "cat" not in data.EMBEDDED_TRAIN_PHOTOS  # An alias of "chelsea".
+
+
+@pytest.mark.parametrize("source", ["embedded", "folder", "tfds"])
+def test_train_batches_shape_dtype_range(source, photo_folder, mock_tfds):
+  dataset = {"embedded": data.EMBEDDED, "folder": "folder:" + photo_folder[0],
+             "tfds": "imagenet2012"}[source]
+  batches = _train_batches(dataset, process_count=2, local_device_count=2,
+                           process_index=1, data_dir=mock_tfds)
+  for images in batches:
+    assert images.shape == (2, 2, SIZE, SIZE, 3)
+    assert images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.std() > 0.01  # Not blank.
+
+
+def test_layout_defaults_come_from_jax():
+  iterator = data.create_train_iterator(data.EMBEDDED, image_size=SIZE,
+                                        global_batch_size=8, seed=0)
+  assert next(iterator)["image"].shape == (4, 2, SIZE, SIZE, 3)  # 4 devices.
+
+
+@pytest.mark.parametrize("dataset", [data.EMBEDDED, "folder", "cifar10"])
+def test_train_batches_depend_only_on_seed_and_step(dataset, photo_folder,
+                                                    mock_tfds):
+  if dataset == "folder":
+    dataset = photo_folder[0]  # A bare directory path works too.
+  first = _train_batches(dataset, 5, seed=3, data_dir=mock_tfds)
+  again = _train_batches(dataset, 5, seed=3, data_dir=mock_tfds)
+  other_seed = _train_batches(dataset, 5, seed=4, data_dir=mock_tfds)
+  resumed = _train_batches(dataset, 2, seed=3, start_step=3, data_dir=mock_tfds)
+  np.testing.assert_array_equal(np.stack(first), np.stack(again))
+  np.testing.assert_array_equal(np.stack(first[3:]), np.stack(resumed))
+  assert not np.array_equal(np.stack(first), np.stack(other_seed))
+  assert not np.array_equal(first[0], first[1])  # Steps differ.
+
+
+@pytest.mark.parametrize("source", ["embedded", "folder"])
+def test_in_memory_global_batch_is_layout_invariant(source, photo_folder):
+  dataset = data.EMBEDDED if source == "embedded" else "folder:" + photo_folder[0]
+  reference = _global_train_batches(dataset, 1, 1)
+  for process_count, local_device_count in [(1, 4), (2, 2), (4, 2)]:
+    batches = _global_train_batches(dataset, process_count, local_device_count)
+    np.testing.assert_array_equal(np.stack(batches), np.stack(reference))
+
+
+def test_folder_training_uses_only_training_images_without_padding(
+    photo_folder):
+  directory, paths = photo_folder
+  # The red/green colours of the files; file `img{i}` has `_colour(i)`.
+  colours = {os.path.basename(p): _colour(int(os.path.basename(p)[3:5]))
+             for p in paths}
+  held_out = colours.pop(os.path.basename(paths[9]))
+  batches = np.stack(_train_batches(directory, 10, global_batch_size=16))
+  red_green = batches.reshape(-1, SIZE * SIZE, 3)[..., :2] * 255
+  # Each crop is one colour: no sample fell into another image or padding.
+  np.testing.assert_allclose(red_green, red_green[:, :1].repeat(SIZE * SIZE, 1),
+                             atol=1e-3)
+  used = np.round(red_green[:, 0])
+  train_colours = np.stack(list(colours.values()))
+  distances = np.abs(used[:, None] - train_colours[None]).max(axis=-1)
+  assert distances.min(axis=1).max() == 0  # Every crop: a training image.
+  assert not np.any(np.all(used == held_out, axis=-1))
+  assert len(np.unique(used, axis=0)) > 5  # Images are sampled broadly.
+
+
+# ---------------------------------------------------------------- evaluation ---
+
+
+def test_embedded_eval_pads_and_masks_last_batch():
+  batches = _eval_batches(data.EMBEDDED, global_batch_size=8)
+  num_examples = 5 * len(data.EMBEDDED_VALIDATION_PHOTOS)  # 15
+  assert len(batches) == 2
+  for batch in batches:
+    assert batch["image"].shape == (2, 4, SIZE, SIZE, 3)
+    assert batch["image"].dtype == np.float32
+    assert batch["mask"].shape == (2, 4) and batch["mask"].dtype == np.float32
+  mask = np.concatenate([b["mask"].reshape(-1) for b in batches])
+  np.testing.assert_array_equal(mask, [1] * num_examples + [0])
+  assert np.all(batches[-1]["image"].reshape(-1, SIZE, SIZE, 3)[-1] == 0)
+  real = _masked_images(batches)
+  assert 0.0 <= real.min() and real.max() <= 1.0 and real.std() > 0.01
+  np.testing.assert_array_equal(
+      real, _masked_images(_eval_batches(data.EMBEDDED, global_batch_size=8)))
+  assert len(_eval_batches(data.EMBEDDED, global_batch_size=2,
+                           max_examples=3)) == 2
+
+
+def test_eval_processes_get_disjoint_shares_and_equal_batch_counts():
+  everything = _masked_images(_eval_batches(data.EMBEDDED, global_batch_size=4))
+  shares = [_eval_batches(data.EMBEDDED, global_batch_size=4, process_index=p,
+                          process_count=2, local_device_count=1)
+            for p in range(2)]
+  assert len(shares[0]) == len(shares[1])  # 8 and 7 images, 4 batches each.
+  union = np.concatenate([_masked_images(share) for share in shares])
+  assert len(union) == len(everything)
+  order = lambda images: images[np.lexsort(images.reshape(len(images), -1).T)]
+  np.testing.assert_array_equal(order(union), order(everything))
+
+
+def test_folder_eval_is_the_held_out_file(photo_folder):
+  directory, paths = photo_folder
+  images = _masked_images(_eval_batches("folder:" + directory,
+                                        global_batch_size=2))
+  expected = input_pipeline.center_crop_resize(
+      input_pipeline.decode_image_file(paths[9]), SIZE).numpy()
+  np.testing.assert_array_equal(images, expected[None])
+
+
+@pytest.mark.parametrize("dataset", sorted(MOCK_DATASETS))
+def test_tfds_eval(dataset, mock_tfds):
+  batches = _eval_batches(dataset, global_batch_size=4, data_dir=mock_tfds)
+  assert len(batches) == 2
+  assert batches[0]["image"].shape == (2, 2, SIZE, SIZE, 3)
+  np.testing.assert_array_equal(
+      np.concatenate([b["mask"].reshape(-1) for b in batches]),
+      [1] * NUM_MOCK_EXAMPLES + [0] * 2)
+  images = _masked_images(batches)
+  assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.01
+  np.testing.assert_array_equal(
+      images, _masked_images(_eval_batches(dataset, global_batch_size=4,
+                                           data_dir=mock_tfds)))
+  # The mock ignores slicing, so only the batch count shows max_examples.
+  assert len(_eval_batches(dataset, global_batch_size=2, max_examples=2,
+                           data_dir=mock_tfds)) == 1
+
+
+def test_load_image_directory(photo_folder):
+  directory, paths = photo_folder
+  images = data.load_image_directory(directory, SIZE)  # Top level only.
+  top_level = [p for p in paths if os.path.dirname(p) == directory]
+  assert images.shape == (len(top_level), SIZE, SIZE, 3)
+  assert images.dtype == np.float32
+  np.testing.assert_allclose(images[0, ..., 0], _colour(0)[0] / 255, atol=1e-6)
+
+
+@pytest.mark.skipif(not os.path.isdir(KODAK_DIR), reason="no Kodak images")
+def test_load_image_directory_kodak():
+  images = data.load_image_directory(KODAK_DIR, 32)
+  assert images.shape == (4, 32, 32, 3)
+  assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.05
+
+
+# ------------------------------------------------------------------ labeled ---
+
+
+def test_digits_split():
+  train = data.load_labeled_split(data.DIGITS, "train", image_size=SIZE)
+  validation = data.load_labeled_split(data.DIGITS, "validation",
+                                       image_size=SIZE)
+  assert train.num_classes == validation.num_classes == 10
+  assert train.num_examples + validation.num_examples == 1797
+  assert 0.19 < validation.num_examples / 1797 < 0.21
+  batches = list(validation.batches(100))
+  assert [len(b["label"]) for b in batches] == [100] * 3 + [55]
+  images = np.concatenate([b["image"] for b in batches])
+  labels = np.concatenate([b["label"] for b in batches])
+  assert images.shape == (validation.num_examples, SIZE, SIZE, 3)
+  assert images.dtype == np.float32 and labels.dtype == np.int32
+  assert 0.0 <= images.min() and images.max() <= 1.0
+  np.testing.assert_array_equal(images[..., 0], images[..., 2])  # Grey RGB.
+  assert np.bincount(labels).min() >= 30  # Stratified.
+  again = next(validation.batches(100))
+  np.testing.assert_array_equal(again["image"], batches[0]["image"])
+  limited = data.load_labeled_split(data.DIGITS, "train", image_size=SIZE,
+                                    max_examples=7)
+  assert limited.num_examples == 7
+  assert len(next(limited.batches(100))["label"]) == 7
+
+
+def test_labeled_folder(labeled_folder):
+  counts = {}
+  for split in ("train", "validation"):
+    labeled = data.load_labeled_split("folder:" + labeled_folder, split,
+                                      image_size=SIZE)
+    assert labeled.num_classes == 3
+    batch = next(labeled.batches(100))
+    assert len(batch["label"]) == labeled.num_examples
+    for image, label in zip(batch["image"], batch["label"]):
+      np.testing.assert_allclose(image[..., :2] * 255,
+                                 np.broadcast_to(_colour(label), (SIZE, SIZE, 2)),
+                                 atol=1e-3)
+    counts[split] = np.bincount(batch["label"], minlength=3).tolist()
+  # Position 4 of each class is held out; a one-image class keeps its image.
+  assert counts == {"train": [5, 4, 1], "validation": [1, 1, 0]}
+
+
+@pytest.mark.parametrize("dataset", sorted(MOCK_DATASETS))
+def test_tfds_labeled_split(dataset, mock_tfds):
+  labeled = data.load_labeled_split(dataset, "validation", image_size=SIZE,
+                                    data_dir=mock_tfds)
+  assert labeled.num_classes == {"cifar10": 10, "imagenet2012": 1000}[dataset]
+  assert labeled.num_examples == NUM_MOCK_EXAMPLES
+  batches = list(labeled.batches(4))
+  assert [len(b["label"]) for b in batches] == [4, 2]
+  assert batches[0]["image"].shape == (4, SIZE, SIZE, 3)
+  assert batches[0]["image"].dtype == np.float32
+  assert batches[0]["label"].dtype == np.int32
+  labels = np.concatenate([b["label"] for b in batches])
+  assert 0 <= labels.min() and labels.max() < labeled.num_classes
+  np.testing.assert_array_equal(next(labeled.batches(4))["image"],
+                                batches[0]["image"])
+  limited = data.load_labeled_split(dataset, "train", image_size=SIZE,
+                                    data_dir=mock_tfds, max_examples=2)
+  assert limited.num_examples == 2
+
+
+# ------------------------------------------------------------------- errors ---
+
+
+def _train(dataset=data.EMBEDDED, **kwargs):
+  kwargs = {"image_size": SIZE, "global_batch_size": 8, "seed": 0,
+            "process_index": 0, "process_count": 1, "local_device_count": 1,
+            **kwargs}
+  return data.create_train_iterator(dataset, **kwargs)
+
+
+def _eval(dataset=data.EMBEDDED, **kwargs):
+  kwargs = {"image_size": SIZE, "global_batch_size": 8, "process_index": 0,
+            "process_count": 1, "local_device_count": 1, **kwargs}
+  return data.create_eval_iterator(dataset, **kwargs)
+
+
+def _labeled(dataset=data.DIGITS, split="train", **kwargs):
+  return data.load_labeled_split(dataset, split, **{"image_size": SIZE,
+                                                    **kwargs})
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (_train, {"image_size": 0}, "image_size"),
+    (_train, {"global_batch_size": 6, "process_count": 2,
+              "local_device_count": 2}, "multiple"),
+    (_train, {"global_batch_size": 0}, "multiple"),
+    (_train, {"process_index": 2, "process_count": 2}, "process_index"),
+    (_train, {"local_device_count": 0}, "local_device_count"),
+    (_train, {"start_step": -1}, "start_step"),
+    (_eval, {"image_size": 0}, "image_size"),
+    (_eval, {"max_examples": 0}, "max_examples"),
+    (_eval, {"global_batch_size": 3, "process_count": 2}, "multiple"),
+    (_labeled, {"split": "test"}, "split"),
+    (_labeled, {"image_size": 0}, "image_size"),
+    (_labeled, {"max_examples": 0}, "max_examples"),
+    (_labeled, {"dataset": data.EMBEDDED}, "no labels"),
+])
+def test_invalid_arguments(make, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    make(**kwargs)
+
+
+@pytest.mark.parametrize("make", [_train, _eval, _labeled])
+def test_unknown_dataset(make):
+  with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
+    make("no_such_dataset")
+
+
+@pytest.mark.parametrize("make", [_train, _eval, _labeled])
+def test_folder_that_is_not_a_directory(make, tmp_path):
+  with pytest.raises(ValueError, match="is not a directory"):
+    make(f"folder:{tmp_path}/missing")
+
+
+def test_tfds_without_validation_or_test_split():
+  builder = types.SimpleNamespace(
+      name="fake", info=types.SimpleNamespace(splits={"train": None}))
+  with pytest.raises(ValueError, match="neither a 'validation' nor a 'test'"):
+    input_pipeline.validation_split_name(builder)
+
+
+def test_labeled_tfds_needs_image_and_class_label():
+  builder = types.SimpleNamespace(
+      info=types.SimpleNamespace(features={"image": None}))
+  with mock.patch.object(input_pipeline, "tfds_builder", return_value=builder):
+    with pytest.raises(ValueError, match="not an image classification"):
+      _labeled("fake")
+
+
+def test_folder_without_enough_images(tmp_path):
+  with pytest.raises(ValueError, match="No image files"):
+    _train(f"folder:{tmp_path}")
+  _write_png(str(tmp_path / "only.png"), np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(ValueError, match="at least two"):
+    _train(f"folder:{tmp_path}")
+
+
+def test_labeled_folder_needs_two_classes(tmp_path):
+  _write_png(str(tmp_path / "cat" / "0.png"), np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(ValueError, match="at least two"):
+    _labeled(f"folder:{tmp_path}")
+
+
+def test_labeled_batches_needs_positive_batch_size():
+  with pytest.raises(ValueError, match="batch_size"):
+    _labeled(max_examples=4).batches(0)
+
+
+def test_load_image_directory_errors(tmp_path):
+  with pytest.raises(ValueError, match="is not a directory"):
+    data.load_image_directory(str(tmp_path / "missing"), SIZE)
+  with pytest.raises(ValueError, match="No image files"):
+    data.load_image_directory(str(tmp_path), SIZE)
+  _write_png(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(ValueError, match="image_size"):
+    data.load_image_directory(str(tmp_path), 0)
