@@ -27,6 +27,8 @@ Usage (the key figure, N=32, C=512, H=W=16)::
 
   python3 -m experiments.bench_unroll --n=32 --c=512 --hw=16
   python3 -m experiments.bench_unroll            # full grid, see --max_seconds
+  python3 -m experiments.bench_unroll --breakdown  # + normalization share,
+                                                   # column walk, page faults
 
 No XLA flags are set here: the CPU backend uses its default intra-op
 (Eigen) thread pool. To pin threads, set ``XLA_FLAGS`` yourself (e.g.
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence
@@ -65,6 +68,11 @@ _COMPILE = flags.DEFINE_bool(
 _COMPILE_REPEATS = flags.DEFINE_integer("compile_repeats", 3,
                                         "Compilations timed per size.")
 _PATH = flags.DEFINE_enum("path", "vertical_first", fj.PATHS, "Unroll path.")
+_BREAKDOWN = flags.DEFINE_bool(
+    "breakdown", False,
+    "Also time, interleaved with the rest, unroll(normalized=False) (the cost "
+    "of normalization), the vertical phase alone (an H x 1 unroll) and count "
+    "minor page faults per call of fwd and matmul (fresh output buffers).")
 _OUTPUT = flags.DEFINE_string("output", None,
                               "Also write the markdown report to this file.")
 
@@ -77,6 +85,14 @@ def _time_once(fn: Callable, *args) -> float:
   start = time.perf_counter()
   _block(fn(*args))
   return time.perf_counter() - start
+
+
+def _faults_per_call(fn: Callable, *args, calls: int = 5) -> float:
+  """Minor page faults per call (first touches of freshly mapped memory)."""
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    _block(fn(*args))
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def _inputs(n: int, c: int, seed: int = 0):
@@ -93,7 +109,8 @@ def unroll_flops(n: int, c: int, h: int, w: int) -> float:
 
 
 def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
-                backward: bool, path: str) -> Dict[str, float]:
+                backward: bool, path: str,
+                breakdown: bool = False) -> Dict[str, float]:
   """Times one shape; returns seconds and rates (GFLOP/s)."""
   q, A, B = _inputs(n, c)
   unroll = functools.partial(fj.unroll, height=hw, width=hw, path=path)
@@ -129,12 +146,19 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
     _block(fwd_bwd(q, A, B))
     result["compile_bwd_s"] = time.perf_counter() - start
   _block(matmul(small, A))
+  if breakdown:
+    linear = jax.jit(functools.partial(unroll, normalized=False))
+    column = jax.jit(functools.partial(fj.unroll, height=hw, width=1,
+                                       path=path))
+    _block(linear(q, A, B))
+    _block(column(q, A, B))
   # Second warm-up call of everything (allocator, thread pool).
   _block(fwd(q, A, B))
   if backward:
     _block(fwd_bwd(q, A, B))
 
-  times: Dict[str, List[float]] = {"fwd": [], "bwd": [], "mm": [], "step": []}
+  times: Dict[str, List[float]] = {"fwd": [], "bwd": [], "mm": [], "step": [],
+                                   "linear": [], "column": []}
   small_calls = max(1, (hw - 1))  # enough calls to be measurable
   for _ in range(repeats):  # interleaved
     times["fwd"].append(_time_once(fwd, q, A, B))
@@ -146,6 +170,9 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
       out = matmul(small, A)
     out.block_until_ready()
     times["step"].append((time.perf_counter() - start) / small_calls)
+    if breakdown:
+      times["linear"].append(_time_once(linear, q, A, B))
+      times["column"].append(_time_once(column, q, A, B))
 
   med = {k: statistics.median(v) for k, v in times.items() if v}
   result.update({
@@ -157,6 +184,12 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
       "step_mm_gflops": 2.0 * step_rows * c * c / med["step"] / 1e9,
   })
   result["ratio"] = result["fwd_gflops"] / result["mm_gflops"]
+  if breakdown:
+    result["linear_s"] = med["linear"]
+    result["column_s"] = med["column"]
+    result["fwd_faults"] = _faults_per_call(fwd, q, A, B)
+    result["mm_faults"] = _faults_per_call(matmul, big, A)
+    result["map_pages"] = n * hw * hw * c * 4 / resource.getpagesize()
   if backward:
     result["bwd_s"] = med["bwd"]
     result["bwd_gflops"] = 3 * flops / med["bwd"] / 1e9
@@ -209,6 +242,24 @@ def markdown(results: Sequence[Dict[str, float]], backward: bool) -> str:
   return "\n".join(lines)
 
 
+def breakdown_markdown(results: Sequence[Dict[str, float]]) -> str:
+  head = ["N", "C", "H=W", "fwd ms", "normalized=False ms",
+          "normalization share", "vertical phase (Hx1) ms", "matmul ms",
+          "page faults/call fwd", "page faults/call matmul", "map pages"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in results:
+    if r.get("skipped") or "linear_s" not in r:
+      continue
+    lines.append("| " + " | ".join([
+        str(r["n"]), str(r["c"]), str(r["hw"]), _fmt(1e3 * r["fwd_s"], ".2f"),
+        _fmt(1e3 * r["linear_s"], ".2f"),
+        _fmt(100 * (1 - r["linear_s"] / r["fwd_s"]), ".0f") + "%",
+        _fmt(1e3 * r["column_s"], ".2f"), _fmt(1e3 * r["mm_s"], ".2f"),
+        _fmt(r["fwd_faults"], ".0f"), _fmt(r["mm_faults"], ".0f"),
+        _fmt(r["map_pages"], ".0f")]) + " |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
   device = jax.devices()[0]
@@ -229,7 +280,7 @@ def main(argv):
     for c in map(int, _C.value):
       for hw in map(int, _HW.value):
         r = bench_shape(n, c, hw, _REPEATS.value, _MAX_SECONDS.value,
-                        _BACKWARD.value, _PATH.value)
+                        _BACKWARD.value, _PATH.value, _BREAKDOWN.value)
         results.append(r)
         if r.get("skipped"):
           print(f"N={n} C={c} H=W={hw}: skipped (estimated "
@@ -243,6 +294,8 @@ def main(argv):
 
   report = ["\n".join("    " + h for h in header), "", markdown(
       results, _BACKWARD.value)]
+  if _BREAKDOWN.value:
+    report += ["", breakdown_markdown(results)]
   if _COMPILE.value:
     ct = compile_times((16, 256), _COMPILE_REPEATS.value)
     report += [

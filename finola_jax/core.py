@@ -101,6 +101,9 @@ def resolve_origin(height: int, width: int, origin=None) -> Tuple[int, int]:
     return height // 2, width // 2
   if len(origin) != 2:
     raise ValueError(f"origin must be a (row, column) pair, got {origin!r}.")
+  if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+             for v in origin):
+    raise TypeError(f"origin must hold two ints, got {origin!r}.")
   row, col = (int(v) for v in origin)
   if not (0 <= row < height and 0 <= col < width):
     raise ValueError(
@@ -282,8 +285,8 @@ def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
       (``jax.checkpoint``) instead of storing it, halving its memory.
 
   Returns:
-    ``[..., H, W, C]`` map of ``q``'s dtype (bfloat16 inputs are carried in
-    float32 and cast back); ``map[..., r0, c0, :] == q``.
+    ``[..., H, W, C]`` map of dtype ``jnp.result_type(q, A, B)`` (bfloat16
+    inputs are carried in float32 and cast back); ``map[..., r0, c0, :] == q``.
   """
   q = jnp.asarray(q)
   if q.ndim < 1:
@@ -335,7 +338,7 @@ def extrapolate(block: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
     path, step, eps, normalized, remat: as in :func:`unroll`.
 
   Returns:
-    ``[..., height, width, C]`` map of ``block``'s dtype.
+    ``[..., height, width, C]`` map of dtype ``jnp.result_type(block, A, B)``.
   """
   block = jnp.asarray(block)
   if block.ndim < 3:
