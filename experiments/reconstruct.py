@@ -26,7 +26,7 @@ from finola_jax.models import autoencoder
 from finola_jax.tasks import reconstruction
 from finola_jax.train import launch
 
-launch.define_flags(image_size=32, stride=4, channels=256, steps=1500,
+launch.define_flags(image_size=32, stride=4, channels=256, steps=1200,
                     batch_size=32, learning_rate=2e-3, warmup_steps=100,
                     eval_every=500, checkpoint_every=250)
 flags.DEFINE_enum("decoder", "finola", list(autoencoder.DECODERS),

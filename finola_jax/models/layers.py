@@ -25,7 +25,13 @@ def _groups(channels: int) -> int:
 
 
 class ResidualBlock(nn.Module):
-  """Pre-activation residual block: (GN → swish → conv3×3) × 2 + shortcut."""
+  """Residual block: (GN → swish → conv3×3) × 2 plus a shortcut of the input.
+
+  The shortcut (a strided 1×1 convolution when the shape changes) reads the
+  raw input, not its normalization: group normalization discards each
+  group's mean and scale, which is the brightness and contrast an
+  autoencoder has to carry through.
+  """
   features: int
   strides: int = 1
   dtype: Dtype = jnp.float32
@@ -34,10 +40,10 @@ class ResidualBlock(nn.Module):
   def __call__(self, x):
     conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), dtype=self.dtype,
                                          name=name)
-    y = nn.swish(nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype)(x))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:
-      shortcut = conv(self.features, 1, self.strides, "shortcut")(y)
+      shortcut = conv(self.features, 1, self.strides, "shortcut")(x)
+    y = nn.swish(nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype)(x))
     y = conv(self.features, 3, self.strides, "conv1")(y)
     y = nn.swish(nn.GroupNorm(_groups(self.features), dtype=self.dtype)(y))
     y = conv(self.features, 3, 1, "conv2")(y)
@@ -75,8 +81,7 @@ class ResNetEncoder(nn.Module):
       features = self.width * min(2**(stage + 1), 8)
       x = ResidualBlock(features, strides=2 if stage < downsample else 1,
                         dtype=self.dtype)(x)
-    x = nn.swish(nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype)(x))
-    return nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="project")(x)
+    return nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="project")(nn.swish(x))
 
 
 class Upsampler(nn.Module):

@@ -17,7 +17,6 @@ import jax
 from absl import app
 from absl import flags
 from absl import logging
-from flax import jax_utils
 
 from finola_jax.train import trainer
 
@@ -39,9 +38,9 @@ def define_flags(*, image_size: int, stride: int, channels: int, steps: int,
   flags.DEFINE_integer("stride", stride, "Feature-map stride s: the map is "
                        "(image_size/s)², s=1 is the image's own resolution.")
   flags.DEFINE_integer("channels", channels, "Latent channels C (A, B are C×C).")
-  flags.DEFINE_integer("encoder_width", 32, "Width of the encoder's first stage.")
+  flags.DEFINE_integer("encoder_width", 16, "Width of the encoder's first stage.")
   flags.DEFINE_integer("encoder_depth", 3, "Residual stages of the encoder.")
-  flags.DEFINE_integer("decoder_width", 64, "Channels of the upsampler's convolutions.")
+  flags.DEFINE_integer("decoder_width", 32, "Channels of the upsampler's convolutions.")
   flags.DEFINE_enum("path", "vertical_first",
                     ["vertical_first", "horizontal_first", "average"],
                     "FINOLA path (see finola_jax.unroll).")
@@ -174,7 +173,7 @@ def evaluate_checkpoint(task: trainer.Task, config: trainer.TrainConfig,
   """Evaluates the latest checkpoint on device batches; draws the first."""
   step, params = trainer.restore_params(task, config, batches[0])
   steps = trainer.ParallelSteps(task, config.seed)
-  replicated = jax_utils.replicate(params)
+  replicated = steps.replicate(params)
   metrics = trainer.evaluate(steps, replicated, batches)
   path = trainer.write_image_grid(steps, replicated, batches[0], writer=None,
                                   workdir=config.workdir, step=step, tag=tag,
