@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app
 from absl import flags
-from flax import jax_utils
 
 from experiments import reconstruct
 from finola_jax.train import trainer
@@ -63,7 +62,7 @@ def main(argv):
   state = trainer.create_train_state(task, config, {"image": batch["image"][0]})
   flops = step_flops(task, state, {"image": batch["image"][0]}) * devices
   steps = trainer.ParallelSteps(task, config.seed)
-  replicated = [jax_utils.replicate(state)]
+  replicated = [steps.replicate(state)]
 
   def train_once():
     replicated[0], metrics = steps.train(replicated[0], batch)

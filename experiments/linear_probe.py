@@ -116,14 +116,25 @@ def train_linear_classifier(features, labels, num_classes: int):
   return top1
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def validate_flags() -> None:
+  """Raises ``app.UsageError`` naming the flag of an inconsistent value."""
   if FLAGS.pretrained_workdir is None:
     raise app.UsageError("--pretrained_workdir is required (with --random_init "
                          "it gives only the architecture).")
-  if FLAGS.probe_steps < 1 or FLAGS.batch_size < 1:
-    raise app.UsageError("--probe_steps and --batch_size must be >= 1.")
+  for name in ("probe_steps", "batch_size"):
+    if getattr(FLAGS, name) < 1:
+      raise app.UsageError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
+  for name in ("image_size", "max_examples"):  # None: the default.
+    if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
+      raise app.UsageError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
+  if FLAGS.learning_rate <= 0:
+    raise app.UsageError(f"--learning_rate must be > 0, got {FLAGS.learning_rate}.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  validate_flags()
   model, params, source = load_encoder()
   image_size = FLAGS.image_size or model.image_size
   splits = {name: labeled.load_labeled_split(

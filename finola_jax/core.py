@@ -11,11 +11,13 @@ so ``Δz = A ẑ`` is ``ẑ @ A.T`` in array code. One step of size ``s``:
 
 with ``ẑ = normalize(z)``. Every walk is a ``jax.lax.scan``; walks that leave
 a line of seeds in opposite directions share one scan step, so each step is a
-single matrix multiply over all active walkers.
+single matrix multiply over all active walkers, and every step writes its
+states straight into the output map carried through the scan.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple, Union
 
 import jax
@@ -133,62 +135,83 @@ def _increment(z: Array, matrix_t: Array, eps: float, normalized: bool) -> Array
                     preferred_element_type=z.dtype)
 
 
-def _scan_walk(z0: Array, matrix_t: Array, signed_step: Array, length: int,
-               eps: float, normalized: bool, remat: bool) -> Tuple[Array, Array]:
-  """Runs ``length`` steps ``z ← z + signed_step · M ẑ`` from ``z0``.
+def _advance_fn(matrix_t: Array, signed_step: Array, eps: float,
+                normalized: bool, remat: bool):
+  """Returns the step ``z ↦ z + signed_step · M ẑ`` on ``[k, ..., C]`` states.
 
-  Returns the last state and the ``[length, *z0.shape]`` stack of states after
-  each step.
+  With ``remat`` the step is a ``jax.checkpoint``: its normalization is
+  recomputed in the backward pass instead of stored. Only the step, not the
+  write into the map: the write needs nothing saved.
   """
 
-  def body(z, _):
-    z = z + signed_step * _increment(z, matrix_t, eps, normalized)
-    return z, z
+  def advance(z):
+    return z + signed_step * _increment(z, matrix_t, eps, normalized)
 
   if remat:
-    body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-  return jax.lax.scan(body, z0, None, length=length)
+    advance = jax.checkpoint(advance,
+                             policy=jax.checkpoint_policies.nothing_saveable)
+  return advance
 
 
-def _walk_both_ways(back_seeds: Array, forward_seeds: Array, matrix_t: Array,
-                    num_back: int, num_forward: int, step: Array, eps: float,
-                    normalized: bool, remat: bool) -> Tuple[Array, Array]:
-  """Walks ``num_back`` steps backwards (−s) and ``num_forward`` forwards (+s).
+def _write_lines(canvas: Array, lines: Array, indices: Array,
+                 axis: int) -> Array:
+  """Puts ``lines[j]`` into ``canvas`` at ``indices[j]`` along ``axis``.
+
+  The lines must land where ``canvas`` is still zero: they are *added*
+  (one scatter-add for all ``k`` lines). Adding to zero gives the same
+  values as writing them, and the transpose of an add only reads the
+  cotangent map, so the backward scan passes that map through untouched.
+  (A set's transpose zeroes the written lines of the carried cotangent, and
+  XLA then copied the whole map on every backward step.)
 
   Args:
-    back_seeds: ``[..., C]`` states the backward walkers start from.
-    forward_seeds: ``[..., C]`` states the forward walkers start from.
-    matrix_t: ``Mᵀ``, ``[C, C]``.
-    num_back: steps of ``z ← z − s·M ẑ``.
-    num_forward: steps of ``z ← z + s·M ẑ``.
-    step, eps, normalized, remat: see :func:`unroll`.
+    canvas: ``[..., H, W, C]``, zero at ``indices`` along ``axis``.
+    lines: ``[k, ...]``, each ``canvas`` without ``axis`` (``[..., W, C]``
+      for rows, ``axis=-3``; ``[..., H, C]`` for columns, ``axis=-2``).
+    indices: ``[k]`` distinct int indices along ``axis``.
+    axis: -3 or -2.
+  """
+  where = (Ellipsis, indices) + (slice(None),) * (-axis - 1)
+  return canvas.at[where].add(jnp.moveaxis(lines, 0, axis),
+                              unique_indices=True, mode="promise_in_bounds")
+
+
+def _scan_walks(canvas: Array, seeds: Array, signs: Tuple[float, ...],
+                positions: Array, axis: int, matrix_t: Array, step: Array,
+                eps: float, normalized: bool,
+                remat: bool) -> Tuple[Array, Array]:
+  """Runs ``k`` walks side by side, writing every state into ``canvas``.
+
+  Walker ``j`` takes steps ``z ← z + signs[j]·s·M ẑ``; all ``k`` walkers
+  share one matrix multiply per step. The state after step ``i`` goes
+  straight into line ``positions[i, j]`` of the carried ``canvas`` along
+  ``axis``: no stacked outputs to allocate and copy into the map afterwards.
+
+  Args:
+    canvas: ``[..., H, W, C]`` map being filled, in the carry dtype.
+    seeds: ``[k, ..., C]`` starting states, one line of ``canvas`` each.
+    signs: ``k`` signs (``-1.0``: backward walk, ``+1.0``: forward).
+    positions: ``[length, k]`` int indices along ``axis``, distinct within
+      a step and not yet written; ``length >= 1``.
+    axis: -3 (walkers are rows, walking vertically) or -2 (columns,
+      walking horizontally).
+    matrix_t, step, eps, normalized, remat: see :func:`unroll`.
 
   Returns:
-    ``([num_back, ...], [num_forward, ...])``: the states after each step of
-    each walk, nearest to the seeds first.
+    ``(last, canvas)``: the ``[k, ..., C]`` states after the last step and
+    the filled canvas.
   """
-  shared = min(num_back, num_forward)
-  back, forward = [], []
-  back_last, forward_last = back_seeds, forward_seeds
-  if shared:
-    # Both directions in one scan: one matmul over [2, ..., C] per step.
-    signs = jnp.array([-1.0, 1.0], back_seeds.dtype).reshape(
-        (2,) + (1,) * back_seeds.ndim)
-    last, states = _scan_walk(jnp.stack([back_seeds, forward_seeds]), matrix_t,
-                              signs * step, shared, eps, normalized, remat)
-    back_last, forward_last = last[0], last[1]
-    back.append(states[:, 0])
-    forward.append(states[:, 1])
-  # The longer direction goes on alone, so no step is computed and dropped.
-  if num_back > shared:
-    back.append(_scan_walk(back_last, matrix_t, -step, num_back - shared, eps,
-                           normalized, remat)[1])
-  if num_forward > shared:
-    forward.append(_scan_walk(forward_last, matrix_t, step,
-                              num_forward - shared, eps, normalized, remat)[1])
-  empty = jnp.zeros((0,) + back_seeds.shape, back_seeds.dtype)
-  return (jnp.concatenate(back) if back else empty,
-          jnp.concatenate(forward) if forward else empty)
+  signed_step = jnp.asarray(signs, seeds.dtype).reshape(
+      (len(signs),) + (1,) * (seeds.ndim - 1)) * step
+  advance = _advance_fn(matrix_t, signed_step, eps, normalized, remat)
+
+  def body(carry, index):
+    z, canvas = carry
+    z = advance(z)
+    return (z, _write_lines(canvas, z, index, axis)), None
+
+  (last, canvas), _ = jax.lax.scan(body, (seeds, canvas), positions)
+  return last, canvas
 
 
 def _grow(block: Array, matrix_t: Array, num_back: int, num_forward: int,
@@ -196,17 +219,44 @@ def _grow(block: Array, matrix_t: Array, num_back: int, num_forward: int,
           remat: bool) -> Array:
   """Extends ``block`` along ``axis`` (-3: rows, -2: columns) by walks.
 
-  The backward walkers start from the block's first line along ``axis``, the
-  forward walkers from its last; the block itself is kept as it is.
+  The backward walkers (``−s``) start from the block's first line along
+  ``axis`` and add ``num_back`` lines before it, the forward walkers
+  (``+s``) start from its last line and add ``num_forward`` lines after it;
+  the block itself is kept as it is. For ``block`` ``[..., h, w, C]`` and
+  ``axis=-3`` the result is ``[..., num_back + h + num_forward, w, C]``.
+
+  Both directions share one scan step (one matmul) for the first
+  ``min(num_back, num_forward)`` steps; the longer one then goes on alone,
+  so no step is computed and dropped.
   """
   if num_back == 0 and num_forward == 0:
     return block
-  first = jnp.take(block, 0, axis=axis)
-  last = jnp.take(block, -1, axis=axis)
-  back, forward = _walk_both_ways(first, last, matrix_t, num_back, num_forward,
-                                  step, eps, normalized, remat)
-  return jnp.concatenate([jnp.moveaxis(jnp.flip(back, 0), 0, axis), block,
-                          jnp.moveaxis(forward, 0, axis)], axis=axis)
+  widths = [(0, 0)] * block.ndim
+  widths[block.ndim + axis] = (num_back, num_forward)
+  canvas = jnp.pad(block, widths)
+  # Backward step i lands on line num_back-1-i, forward step i on
+  # num_back+size+i (indices into the zero-padded canvas).
+  back_positions = num_back - 1 - jnp.arange(num_back)
+  forward_positions = num_back + block.shape[axis] + jnp.arange(num_forward)
+  back = jnp.take(block, 0, axis=axis)
+  forward = jnp.take(block, -1, axis=axis)
+  walk = functools.partial(_scan_walks, axis=axis, matrix_t=matrix_t,
+                           step=step, eps=eps, normalized=normalized,
+                           remat=remat)
+  shared = min(num_back, num_forward)
+  if shared:
+    last, canvas = walk(
+        canvas, jnp.stack([back, forward]), (-1.0, 1.0),
+        jnp.stack([back_positions[:shared], forward_positions[:shared]],
+                  axis=1))
+    back, forward = last[0], last[1]
+  if num_back > shared:
+    canvas = walk(canvas, back[None], (-1.0,),
+                  back_positions[shared:, None])[1]
+  if num_forward > shared:
+    canvas = walk(canvas, forward[None], (1.0,),
+                  forward_positions[shared:, None])[1]
+  return canvas
 
 
 def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,

@@ -13,6 +13,8 @@ import orbax.checkpoint as ocp
 
 
 def checkpoint_dir(workdir: str) -> str:
+  if "://" in workdir:  # gs://bucket/...: abspath would make it a local path
+    return workdir.rstrip("/") + "/checkpoints"
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 

@@ -17,6 +17,7 @@ import jax
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
 from finola_jax.train import trainer
 
@@ -159,10 +160,9 @@ def run(task: trainer.Task) -> Dict[str, float]:
     metrics = evaluate_checkpoint(task, config, batches, tag="eval_dir")
     result = dict(metrics, num_images=len(images),
                   eval_dir=os.path.abspath(FLAGS.eval_dir))
-    path = os.path.join(config.workdir, "eval.json")
+    path = epath.Path(config.workdir) / "eval.json"
     if jax.process_index() == 0:
-      with open(path, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
+      path.write_text(json.dumps(result, indent=2, sort_keys=True))
     print(f"{FLAGS.eval_dir}: {_format(metrics)} over {len(images)} images; "
           f"written to {path}", flush=True)
   return metrics
@@ -193,7 +193,7 @@ def quiet_library_logs() -> None:
   def keep(record) -> bool:
     return record.levelno >= logging.WARNING or "orbax" not in record.pathname
 
-  logging.get_absl_handler().addFilter(keep)
+  logging.get_absl_logger().addFilter(keep)
 
 
 def main_wrapper(build_task: Callable[[], trainer.Task]) -> Callable[[Any], None]:

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import periodic_actions
+from etils import epath
 from flax import jax_utils
 from flax.training import train_state
 
@@ -103,7 +104,9 @@ def create_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 def create_train_state(task: Task, config: TrainConfig,
                        batch: Batch) -> train_state.TrainState:
   """A fresh state; ``batch`` is one device's share (``[per_device, ...]``)."""
-  params = task.init_params(jax.random.PRNGKey(config.seed), batch)
+  # Jitted: run op by op, initialization compiles every op on its own
+  # (about a minute for a small model on a busy CPU).
+  params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed), batch)
   return train_state.TrainState.create(apply_fn=None, params=params,
                                        tx=create_optimizer(config))
 
@@ -150,15 +153,39 @@ def eval_step(params: Params, batch: Batch, *,
 
 
 class ParallelSteps:
-  """The ``pmap``-ed step functions: the one place the parallel wrapper lives."""
+  """The ``pmap``-ed step functions: the one place the parallel wrapper lives.
 
-  def __init__(self, task: Task, seed: int):
+  ``devices`` (default: every device of every process; if given, the same
+  list in every process, as ``jax.pmap`` requires) are the ones the steps
+  run on; batches and replicated trees have one leading entry per device of
+  this process (``self.devices``). Passing only local devices would make each
+  process of a multi-process run train on its own, without averaging.
+  """
+
+  def __init__(self, task: Task, seed: int,
+               devices: Optional[Sequence[jax.Device]] = None):
     self.task = task
+    self.devices = [d for d in (jax.devices() if devices is None else devices)
+                    if d.process_index == jax.process_index()]
     self.train = jax.pmap(functools.partial(train_step, task=task, seed=seed),
-                          axis_name=AXIS, donate_argnums=(0,))
+                          axis_name=AXIS, donate_argnums=(0,), devices=devices)
     self.eval = jax.pmap(functools.partial(eval_step, task=task),
-                         axis_name=AXIS)
+                         axis_name=AXIS, devices=devices)
     self.visualize = jax.jit(task.visualize)
+    mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
+    self._replicated = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(AXIS))
+
+  def replicate(self, tree):
+    """One copy of ``tree`` per device, laid out as the steps' outputs are.
+
+    ``flax.jax_utils.replicate`` lays arrays out on another mesh, so the
+    first step would be traced and compiled twice.
+    """
+    count = len(self.devices)
+    return jax.device_put(jax.tree_util.tree_map(
+        lambda x: np.broadcast_to(np.asarray(x), (count,) + np.shape(x)), tree),
+        self._replicated)
 
 
 def evaluate(steps: ParallelSteps, params,
@@ -233,18 +260,18 @@ def describe_module(module) -> Dict[str, Any]:
           if f.name not in ("parent", "name", "dtype")}
 
 
-def check_run_config(workdir: str, description: Mapping[str, Any]) -> None:
+def check_run_config(workdir: str, description: Mapping[str, Any],
+                     write: bool = True) -> None:
   """Refuses to resume a workdir whose checkpoints belong to another model.
 
-  The first run writes ``WORKDIR/config.json``; later runs in the same
-  workdir must describe the same model, or orbax would fail deep inside a
-  restore with a shape mismatch.
+  The first run writes ``WORKDIR/config.json`` (unless ``write`` is false);
+  later runs in the same workdir must describe the same model, or orbax
+  would fail deep inside a restore with a shape mismatch.
   """
-  path = os.path.join(workdir, "config.json")
+  path = epath.Path(workdir) / "config.json"
   description = json.loads(json.dumps(dict(description)))
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  if path.exists():
+    saved = json.loads(path.read_text())
     diffs = {k: (saved.get(k), v) for k, v in description.items()
              if saved.get(k) != v}
     if diffs:
@@ -252,10 +279,13 @@ def check_run_config(workdir: str, description: Mapping[str, Any]) -> None:
       raise ValueError(
           f"--workdir={workdir} holds a run with other settings ({listed}). "
           "Use a new --workdir, or the same settings to resume.")
-  elif jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(description, f, indent=2, sort_keys=True)
+  elif write and jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole, then renamed: the other processes, checking at the same
+    # time, see either no file or the complete one.
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(description, indent=2, sort_keys=True))
+    temporary.rename(path)
 
 
 def restore_params(task: Task, config: TrainConfig,
@@ -264,6 +294,7 @@ def restore_params(task: Task, config: TrainConfig,
 
   ``batch`` is a device batch, used only for its shapes.
   """
+  check_run_config(config.workdir, task.describe(), write=False)
   state = create_train_state(task, config, first_examples(batch, 1))
   manager = checkpointing.create_manager(config.workdir, read_only=True)
   step, restored = checkpointing.restore_latest(manager, state)
@@ -306,8 +337,8 @@ def train_and_evaluate(
     if start_step:
       logging.info("Resuming from the checkpoint at step %d in %s.", start_step,
                    checkpointing.checkpoint_dir(config.workdir))
-    state = jax_utils.replicate(state)
     steps = ParallelSteps(task, config.seed)
+    state = steps.replicate(state)
     train_iter = jax_utils.prefetch_to_device(train_batches(start_step), 2)
     report = periodic_actions.ReportProgress(
         num_train_steps=config.steps, writer=writer, every_steps=config.log_every)

@@ -1,17 +1,21 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""Metric writers: CLU's TensorBoard + console writers, plus a JSONL log."""
+"""Metric writers: CLU's TensorBoard + console writers, plus a JSONL log.
+
+Files go through ``etils.epath``, so a workdir may be a ``gs://`` path.
+"""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from typing import Any, Mapping
 
 import jax
 import matplotlib.image
 import numpy as np
 from clu import metric_writers
+from etils import epath
 from clu.metric_writers import interface
 
 
@@ -23,12 +27,12 @@ class JsonlWriter(interface.MetricWriter):
   """
 
   def __init__(self, path: str):
-    self._path = path
+    self._path = epath.Path(path)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {"step": int(step)}
     record.update({k: float(np.asarray(v)) for k, v in scalars.items()})
-    with open(self._path, "a") as f:
+    with self._path.open("a") as f:
       f.write(json.dumps(record) + "\n")
 
   def write_summaries(self, step, values, metadata=None):
@@ -63,10 +67,10 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
   """Console + TensorBoard + ``metrics.jsonl`` on process 0; console elsewhere."""
   if jax.process_index() > 0:
     return metric_writers.create_default_writer(None, just_logging=True)
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   return metric_writers.MultiWriter([
       metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+      JsonlWriter(str(epath.Path(workdir) / "metrics.jsonl")),
   ])
 
 
@@ -81,5 +85,8 @@ def image_grid(columns) -> np.ndarray:
 
 def save_png(path: str, image: np.ndarray) -> None:
   """Writes an ``[H, W, 3]`` float image in [0, 1] as a PNG file."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  matplotlib.image.imsave(path, np.clip(image, 0.0, 1.0))
+  buffer = io.BytesIO()
+  matplotlib.image.imsave(buffer, np.clip(image, 0.0, 1.0), format="png")
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buffer.getvalue())
