@@ -49,9 +49,12 @@ def patch_to_pixel_mask(visible, stride: int):
 
 
 def select(stacked, corners):
-  """Picks ``stacked[corners[b], b]`` for every example ``b``."""
-  one_hot = jax.nn.one_hot(corners, stacked.shape[0], dtype=stacked.dtype)
-  return jnp.einsum("kb...,bk->b...", stacked, one_hot)
+  """Picks ``stacked[corners[b], b]`` for every example ``b``.
+
+  Indexing rather than a one-hot product: ``0 · NaN`` would let a masked
+  quadrant's NaN (or an overflowing unused completion) into the result.
+  """
+  return stacked[corners, jnp.arange(stacked.shape[1])]
 
 
 class MaskedFinola(nn.Module):

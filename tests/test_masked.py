@@ -1,0 +1,302 @@
+"""Tests of masked FINOLA: masking, the masked loss, and pretrain_masked.py.
+
+The model tests record what the encoder and the decoder receive (flax
+``intercept_methods``) on a tiny model, so "the encoder never sees a masked
+pixel" is checked on the real forward pass.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import finola_jax
+from finola_jax.models import masked
+from finola_jax.tasks import masked as masked_tasks
+from tests import helpers
+from tests.helpers import programs  # pylint: disable=unused-import (fixture)
+
+PROGRAM = helpers.uses_program("experiments.pretrain_masked")
+SIZE = helpers.TINY_MODEL["image_size"]
+STRIDE = helpers.TINY_MODEL["stride"]
+MAP = SIZE // STRIDE
+
+
+def _quadrant(corner: int, size: int):
+  """Row and column slices of quadrant ``finola_jax.CORNERS[corner]``."""
+  half = size // 2
+  rows = slice(0, half) if corner < 2 else slice(half, size)
+  cols = slice(0, half) if corner % 2 == 0 else slice(half, size)
+  return rows, cols
+
+
+def _images(count=2, seed=0):
+  return jax.random.uniform(jax.random.PRNGKey(seed), (count, SIZE, SIZE, 3))
+
+
+def _noise(shape, seed=1):
+  return 5.0 * jax.random.normal(jax.random.PRNGKey(seed), shape)
+
+
+@pytest.fixture(scope="module")
+def params():
+  return helpers.initial_params(helpers.masked_task())
+
+
+def _traced(model, method):
+  """Jitted ``(params, images, mask) → (prediction, seen)``; ``seen`` holds the
+  encoder's input and output and the decoder's input."""
+
+  def apply(params, images, mask):
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.method_name == "__call__" and context.module.name in (
+          "encoder", "upsampler"):
+        seen[context.module.name] = (args[0], out)
+      return out
+
+    with nn.intercept_methods(record):
+      prediction = model.apply({"params": params}, images, mask, method=method)
+    return prediction, {"encoder_input": seen["encoder"][0],
+                        "encoder_output": seen["encoder"][1],
+                        "feature_map": seen["upsampler"][0]}
+
+  return jax.jit(apply)
+
+
+@pytest.fixture(scope="module")
+def quadrant_forward():
+  return _traced(helpers.masked_task().model,
+                 masked.MaskedFinola.predict_from_quadrant)
+
+
+@pytest.fixture(scope="module")
+def patches_forward():
+  return _traced(helpers.masked_task("random").model,
+                 masked.MaskedFinola.predict_from_patches)
+
+
+def _assert_same(a, b):
+  for key in a:
+    np.testing.assert_array_equal(np.asarray(b[key]), np.asarray(a[key]), err_msg=key)
+
+
+# ------------------------------------------------------------------ masking ---
+
+
+def test_quadrant_mask_of_every_corner():
+  height, width = 4, 6  # Not square: rows and columns cannot be swapped.
+  mask = np.asarray(masked.quadrant_mask(jnp.arange(4), height, width))
+  assert mask.shape == (4, height, width, 1)
+  images = np.arange(height * width).reshape(1, height, width, 1)
+  views = np.asarray(masked.quadrant_views(jnp.asarray(images)))
+  for corner, name in enumerate(finola_jax.CORNERS):
+    rows = slice(0, 2) if name.startswith("top") else slice(2, 4)
+    cols = slice(0, 3) if name.endswith("left") else slice(3, 6)
+    expected = np.ones((height, width))
+    expected[rows, cols] = 0  # The visible quadrant.
+    np.testing.assert_array_equal(mask[corner, ..., 0], expected, err_msg=name)
+    np.testing.assert_array_equal(views[corner, 0], images[0, rows, cols],
+                                  err_msg=name)
+
+
+@pytest.mark.parametrize("corner", range(4), ids=finola_jax.CORNERS)
+def test_quadrant_encoder_never_sees_masked_pixels(params, quadrant_forward,
+                                                    corner):
+  images = _images()
+  corners = jnp.full(images.shape[0], corner)
+  mask = masked.quadrant_mask(corners, SIZE, SIZE)
+  rows, cols = _quadrant(corner, SIZE)
+  prediction, seen = quadrant_forward(params, images, corners)
+
+  # The encoder receives exactly the visible quadrant.
+  np.testing.assert_array_equal(seen["encoder_input"], images[:, rows, cols])
+  # The completed map keeps the encoder's block in the visible corner.
+  block_rows, block_cols = _quadrant(corner, MAP)
+  np.testing.assert_allclose(seen["feature_map"][:, block_rows, block_cols],
+                             seen["encoder_output"], rtol=1e-6, atol=1e-6)
+  assert seen["feature_map"].shape == (2, MAP, MAP, helpers.TINY_MODEL["channels"])
+
+  # Masked pixels changed: nothing the model computes changes.
+  hidden = quadrant_forward(params, images + mask * _noise(images.shape), corners)
+  _assert_same({"prediction": prediction, **seen},
+               {"prediction": hidden[0], **hidden[1]})
+  # Visible pixels changed: the encoder's output does (the test can fail).
+  shown = quadrant_forward(params, images + (1 - mask) * _noise(images.shape),
+                           corners)
+  assert not np.allclose(shown[1]["encoder_output"], seen["encoder_output"])
+
+
+@pytest.mark.parametrize("extrapolation", ["finola", "linear"])
+def test_extrapolation_from_every_corner_keeps_the_block(params, extrapolation):
+  model = helpers.masked_task(extrapolation=extrapolation).model
+  channels = helpers.TINY_MODEL["channels"]
+  block = jax.random.normal(jax.random.PRNGKey(2), (2, MAP // 2, MAP // 2, channels))
+  extrapolate = jax.jit(lambda params, block: [model.apply(
+      {"params": params}, block,
+      method=lambda module, b, name=name: module._extrapolate(b, name))  # pylint: disable=protected-access
+                                               for name in finola_jax.CORNERS])
+  for corner, (name, full) in enumerate(zip(finola_jax.CORNERS,
+                                            extrapolate(params, block))):
+    assert full.shape == (2, MAP, MAP, channels)
+    rows, cols = _quadrant(corner, MAP)
+    np.testing.assert_allclose(full[:, rows, cols], block, rtol=1e-6, atol=1e-6,
+                               err_msg=name)
+    rest = np.ones((MAP, MAP), bool)
+    rest[rows, cols] = False
+    assert np.all(np.isfinite(full))
+    assert not np.allclose(np.asarray(full)[:, rest], 0.0)  # Filled in.
+
+
+def test_random_visible_patches():
+  keys = jax.random.split(jax.random.PRNGKey(0), 8)
+  visible = np.asarray(masked_tasks.random_visible(keys, MAP, 0.75))
+  assert visible.shape == (8, MAP, MAP)
+  assert set(np.unique(visible)) == {0.0, 1.0}
+  np.testing.assert_array_equal(visible.sum(axis=(1, 2)), round(0.25 * MAP * MAP))
+  assert len({v.tobytes() for v in visible}) == 8  # A mask per example.
+  np.testing.assert_array_equal(
+      visible, masked_tasks.random_visible(keys, MAP, 0.75))  # Seeded.
+
+
+def test_random_masking_encoder_never_sees_masked_patches(params,
+                                                          patches_forward):
+  images = _images()
+  keys = jax.random.split(jax.random.PRNGKey(3), images.shape[0])
+  visible = masked_tasks.random_visible(keys, MAP, 0.75)
+  pixel_visible = masked.patch_to_pixel_mask(visible, STRIDE)
+  assert pixel_visible.shape == (2, SIZE, SIZE, 1)
+  prediction, seen = patches_forward(params, images, visible)
+
+  np.testing.assert_array_equal(seen["encoder_input"], images * pixel_visible)
+  # q (unrolled from the centre) pools the features of visible positions.
+  weights = np.asarray(visible)[..., None]
+  pooled = (np.sum(np.asarray(seen["encoder_output"]) * weights, axis=(1, 2)) /
+            weights.sum(axis=(1, 2)))
+  np.testing.assert_allclose(seen["feature_map"][:, MAP // 2, MAP // 2], pooled,
+                             rtol=1e-5, atol=1e-6)
+
+  hidden = patches_forward(
+      params, images + (1 - pixel_visible) * _noise(images.shape), visible)
+  _assert_same({"prediction": prediction, **seen},
+               {"prediction": hidden[0], **hidden[1]})
+  shown = patches_forward(params, images + pixel_visible * _noise(images.shape),
+                          visible)
+  assert not np.allclose(shown[1]["feature_map"][:, MAP // 2, MAP // 2], pooled)
+
+
+# --------------------------------------------------------------------- loss ---
+
+
+def test_masked_mse_counts_masked_pixels_only():
+  prediction, target = _images(seed=4), _images(seed=5)
+  mask = masked.quadrant_mask(jnp.array([0, 3]), SIZE, SIZE)
+  loss = masked_tasks.masked_mse(prediction, target, mask)
+  expected = [np.sum(np.square(prediction[b] - target[b]) * mask[b]) /
+              (np.sum(mask[b]) * 3) for b in range(2)]
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  noise = _noise(prediction.shape)
+  for changed in (masked_tasks.masked_mse(prediction + (1 - mask) * noise, target, mask),
+                  masked_tasks.masked_mse(prediction, target + (1 - mask) * noise, mask)):
+    np.testing.assert_allclose(changed, loss, rtol=1e-6)
+  changed = masked_tasks.masked_mse(prediction + mask * noise, target, mask)
+  assert np.all(np.asarray(changed) > np.asarray(loss))
+
+
+@pytest.mark.parametrize("masking", ["quadrant", "random"])
+def test_loss_is_zero_when_only_visible_pixels_are_wrong(params, masking):
+  """The images' masked pixels replaced by the model's own prediction: the
+  prediction is the same (the encoder never saw them) and is now right on
+  every masked pixel, wrong on visible ones: the loss is 0."""
+  task = helpers.masked_task(masking)
+  images = _images()
+  keys = jax.random.split(jax.random.PRNGKey(6), images.shape[0])
+  predict_and_loss = jax.jit(lambda params, images, keys: (
+      task.predict(params, images, keys), task.loss(params, {"image": images}, keys)))
+  (prediction, mask, visible), (loss, metrics) = predict_and_loss(
+      params, images, keys)
+  np.testing.assert_array_equal(mask + visible, 1.0)
+  np.testing.assert_allclose(np.mean(mask, axis=(1, 2, 3)), 0.75)
+  np.testing.assert_allclose(
+      loss, jnp.mean(masked_tasks.masked_mse(prediction, images, mask)), rtol=1e-5)
+  assert metrics["masked_mse"] == loss
+
+  completed = images * visible + prediction * mask
+  (again, _, _), (loss, _) = predict_and_loss(params, completed, keys)
+  np.testing.assert_array_equal(again, prediction)
+  assert float(loss) < 1e-10
+  assert float(jnp.mean(jnp.square(prediction - completed))) > 1e-3
+
+
+def test_norm_pix_targets():
+  patch = 4
+  images = np.asarray(_images(seed=7))
+  targets = np.asarray(masked_tasks.patch_normalize(images, patch))
+  assert targets.shape == images.shape
+  patches = lambda x: x.reshape(2, SIZE // patch, patch, SIZE // patch, patch, 3)
+  np.testing.assert_allclose(patches(targets).mean(axis=(2, 4, 5)), 0, atol=1e-5)
+  np.testing.assert_allclose(patches(targets).var(axis=(2, 4, 5)), 1, atol=1e-3)
+  # Per-patch brightness and contrast do not change the target.
+  rng = np.random.default_rng(0)
+  shape = (2, SIZE // patch, 1, SIZE // patch, 1, 1)
+  scaled = (patches(images) * rng.uniform(0.5, 2, shape) +
+            rng.uniform(-1, 1, shape)).reshape(images.shape)
+  np.testing.assert_allclose(masked_tasks.patch_normalize(scaled, patch),
+                             targets, atol=2e-4)
+  # A flat patch: (about) zeros, not NaN.
+  flat = np.asarray(masked_tasks.patch_normalize(np.full_like(images, 0.3), patch))
+  np.testing.assert_allclose(flat, 0.0, atol=1e-4)
+
+  normalized = helpers.masked_task(norm_pix_loss=True, patch_size=patch)
+  np.testing.assert_array_equal(normalized.target(images), targets)
+  assert helpers.masked_task(norm_pix_loss=False).target(images) is images
+
+
+@pytest.mark.parametrize("norm_pix_loss, keys", [
+    (False, {"masked_loss", "masked_psnr", "mean_colour_psnr"}),
+    (True, {"masked_loss"}),  # PSNR is in pixel space.
+])
+def test_eval_metrics(params, norm_pix_loss, keys):
+  task = helpers.masked_task(norm_pix_loss=norm_pix_loss)
+  shapes = jax.eval_shape(task.eval_metrics, params, {"image": _images()})
+  assert set(shapes) == keys
+  assert all(s.shape == (2,) for s in shapes.values())
+
+
+# ----------------------------------------------------------------- program ---
+
+
+@pytest.mark.parametrize("overrides, flag", [
+    (dict(image_size=12, stride=4, encoder_depth=2), "--image_size"),
+    (dict(stride=4, encoder_depth=1), "--encoder_depth"),
+    (dict(mask_ratio=1.0), "--mask_ratio"),
+    (dict(mask_ratio=0.0), "--mask_ratio"),
+    (dict(norm_pix_loss=True, patch_size=5), "--patch_size"),
+    (dict(norm_pix_loss=True, patch_size=0), "--patch_size"),
+    (dict(batch_size=6), "--batch_size"),
+    (dict(stride=3), "--stride"),
+    (dict(steps=-1), "--steps"),
+])
+def test_pretrain_usage_errors_name_the_flag(programs, tmp_path, overrides, flag):
+  result = programs.run(PROGRAM, [f"--workdir={tmp_path / 'run'}",
+                                  *helpers.tiny_flags(**overrides)])
+  assert result.status == "usage_error", result
+  assert flag in result.message
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--masking=bogus", "--extrapolation=bogus",
+                                  "--mask_ratio=lots"])
+def test_pretrain_invalid_flag_values(programs, tmp_path, flag):
+  result = programs.run(PROGRAM, [f"--workdir={tmp_path}", *helpers.tiny_flags(),
+                                  flag])
+  assert result.status == "flags_error", result
+  assert flag.split("=")[0] in result.message
+
+
+def test_killed_pretraining_resumes(programs, tmp_path):
+  helpers.check_kill_and_resume(
+      programs, PROGRAM, helpers.tiny_flags(masking="random"), tmp_path)
