@@ -40,10 +40,26 @@ import time
 import traceback
 from typing import Any, Dict, Iterator, List, Sequence
 
+import chex
+import jax
 import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+
+class NoX64LeakTestCase(chex.TestCase):
+  """Checks that no test leaks jax_enable_x64 into or out of itself."""
+
+  def setUp(self):
+    super().setUp()
+    assert not jax.config.jax_enable_x64, "x64 leaked into this test"
+
+  def tearDown(self):
+    assert not jax.config.jax_enable_x64, "x64 leaked out of this test"
+    super().tearDown()
+
 
 # ------------------------------------------------------------ tiny settings ---
 

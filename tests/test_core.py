@@ -25,6 +25,7 @@ from jax import test_util as jtu
 import numpy as np
 
 import finola_jax as fj
+from tests import helpers
 
 PATHS = ("vertical_first", "horizontal_first", "average")
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
@@ -172,16 +173,7 @@ def _all_paths_extrapolate(height, width, corner, **kw):
   return fn
 
 
-class _Base(chex.TestCase):
-  """Checks that no test leaks jax_enable_x64."""
-
-  def setUp(self):
-    super().setUp()
-    self.assertFalse(jax.config.jax_enable_x64, "x64 leaked into this test")
-
-  def tearDown(self):
-    self.assertFalse(jax.config.jax_enable_x64, "x64 leaked out of this test")
-    super().tearDown()
+_Base = helpers.NoX64LeakTestCase
 
 
 # (name, height, width, origin, batch, step). Every origin kind (centre, the

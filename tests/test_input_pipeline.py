@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from finola_jax import data
 from finola_jax.data import input_pipeline
+from tests import helpers
 
 KODAK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                          "data", "kodak")
@@ -71,15 +72,8 @@ def labeled_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tfds_metadata_dir(tmp_path_factory):
   """TFDS metadata with real split names, so mocks know their splits."""
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  for name, validation in MOCK_DATASETS.items():
-    builder = tfds.builder(name, data_dir=data_dir)
-    builder.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=split, shard_lengths=[NUM_MOCK_EXAMPLES],
-                            num_bytes=0) for split in ("train", validation)]))
-    os.makedirs(builder.data_dir)
-    builder.info.write_to_directory(builder.data_dir)
-  return data_dir
+  return helpers.write_tfds_metadata(str(tmp_path_factory.mktemp("tfds")),
+                                     MOCK_DATASETS, NUM_MOCK_EXAMPLES)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import finola_jax as fj
+from tests import helpers
 
 
 def _canonical_order(values):
@@ -69,15 +70,7 @@ def ref_pde_residual(z, A, B, origin=None, step=1.0, eps=1e-6):
   return r_x, r_y
 
 
-class _Base(chex.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.assertFalse(jax.config.jax_enable_x64, "x64 leaked into this test")
-
-  def tearDown(self):
-    self.assertFalse(jax.config.jax_enable_x64, "x64 leaked out of this test")
-    super().tearDown()
+_Base = helpers.NoX64LeakTestCase
 
 
 class WaveSpeedsTest(_Base):

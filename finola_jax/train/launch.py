@@ -154,6 +154,8 @@ def run(task: trainer.Task) -> Dict[str, float]:
   else:
     metrics = trainer.train_and_evaluate(task, config, train_batches, eval_batches)
   print(f"Validation split of {FLAGS.dataset!r}: {_format(metrics)}", flush=True)
+  print(f"Pictures (input | output grids): {epath.Path(config.workdir) / 'images'}",
+        flush=True)
   if FLAGS.eval_dir is not None:
     images = input_pipeline.load_image_directory(FLAGS.eval_dir, FLAGS.image_size)
     batches = list(trainer.pad_to_device_batches(images, FLAGS.batch_size))
