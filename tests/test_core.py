@@ -14,6 +14,8 @@ device axis makes sense) run on a representative subset.
 """
 
 import functools
+import subprocess
+import sys
 import unittest
 
 from absl.testing import absltest
@@ -769,3 +771,14 @@ class BadInputTest(_Base):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+def test_import_pulls_in_no_training_stack():
+  # Users call finola_jax.unroll from their own JAX code: importing the core
+  # must not import TensorFlow, flax or the other [train] dependencies.
+  code = ("import sys, finola_jax; "
+          "print(sorted(m for m in ('tensorflow', 'flax', 'optax', 'orbax', "
+          "'clu', 'tensorflow_datasets') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True, cwd=helpers.REPO_ROOT)
+  assert out.stdout.strip() == "[]", out.stdout
