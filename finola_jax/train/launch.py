@@ -10,6 +10,7 @@ own, builds a :class:`~finola_jax.train.trainer.Task` and hands it to
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 from typing import Any, Callable, Dict
 
@@ -154,7 +155,7 @@ def run(task: trainer.Task) -> Dict[str, float]:
   else:
     metrics = trainer.train_and_evaluate(task, config, train_batches, eval_batches)
   print(f"Validation split of {FLAGS.dataset!r}: {_format(metrics)}", flush=True)
-  print(f"Pictures (input | output grids): {epath.Path(config.workdir) / 'images'}",
+  print(f"PNG grids of the evaluation batches: {epath.Path(config.workdir) / 'images'}",
         flush=True)
   if FLAGS.eval_dir is not None:
     images = input_pipeline.load_image_directory(FLAGS.eval_dir, FLAGS.image_size)
@@ -193,9 +194,11 @@ def quiet_library_logs() -> None:
   """Keeps orbax's per-save INFO lines out of the console (warnings stay)."""
 
   def keep(record) -> bool:
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+    return (record.levelno >= std_logging.WARNING
+            or "orbax" not in record.pathname)
 
-  logging.get_absl_logger().addFilter(keep)
+  # Orbax logs through both absl and standard loggers; both reach this handler.
+  logging.get_absl_handler().python_handler.addFilter(keep)
 
 
 def main_wrapper(build_task: Callable[[], trainer.Task]) -> Callable[[Any], None]:
