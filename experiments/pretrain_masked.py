@@ -30,9 +30,9 @@ from finola_jax.models import masked
 from finola_jax.tasks import masked as masked_task
 from finola_jax.train import launch
 
-launch.define_flags(image_size=32, stride=4, channels=128, steps=600,
+launch.define_flags(image_size=32, stride=4, channels=128, steps=1200,
                     batch_size=32, learning_rate=2e-3, warmup_steps=100,
-                    eval_every=300, checkpoint_every=300)
+                    eval_every=600, checkpoint_every=300)
 flags.DEFINE_enum("masking", "quadrant", list(masked.MASKINGS),
                   "quadrant: one visible quadrant, FINOLA extrapolates from its "
                   "corner; random: random s×s patches visible, pooled into q "

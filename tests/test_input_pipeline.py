@@ -88,10 +88,12 @@ def mock_tfds(tfds_metadata_dir):
 
 def _train_batches(dataset, num_steps=2, *, process_count=1,
                    local_device_count=1, process_index=0, global_batch_size=8,
-                   seed=0, start_step=0, data_dir=None):
+                   seed=0, start_step=0, data_dir=None,
+                   colour_augmentation=True):
   iterator = data.create_train_iterator(
       dataset, image_size=SIZE, global_batch_size=global_batch_size, seed=seed,
-      start_step=start_step, data_dir=data_dir, process_index=process_index,
+      start_step=start_step, data_dir=data_dir,
+      colour_augmentation=colour_augmentation, process_index=process_index,
       process_count=process_count, local_device_count=local_device_count)
   return [batch["image"] for batch in itertools.islice(iterator, num_steps)]
 
@@ -180,7 +182,8 @@ def test_folder_training_uses_only_training_images_without_padding(
   colours = {os.path.basename(p): _colour(int(os.path.basename(p)[3:5]))
              for p in paths}
   held_out = colours.pop(os.path.basename(paths[9]))
-  batches = np.stack(_train_batches(directory, 10, global_batch_size=16))
+  batches = np.stack(_train_batches(directory, 10, global_batch_size=16,
+                                    colour_augmentation=False))
   red_green = batches.reshape(-1, SIZE * SIZE, 3)[..., :2] * 255
   # Each crop is one colour: no sample fell into another image or padding.
   np.testing.assert_allclose(red_green, red_green[:, :1].repeat(SIZE * SIZE, 1),
@@ -191,6 +194,45 @@ def test_folder_training_uses_only_training_images_without_padding(
   assert distances.min(axis=1).max() == 0  # Every crop: a training image.
   assert not np.any(np.all(used == held_out, axis=-1))
   assert len(np.unique(used, axis=0)) > 5  # Images are sampled broadly.
+
+
+def _permutation_and_gains(source, target):
+  """(p, g), g in range, with target == clip(source[:, p] * g, 0, 1), or None.
+
+  source, target: [pixels, 3]. A gain is fitted where neither clipping nor a
+  dark source pixel makes the ratio uninformative; a channel clipped to 1
+  everywhere gets gain NaN.
+  """
+  low, high = input_pipeline.COLOUR_GAIN_RANGE
+  for permutation in itertools.permutations(range(3)):
+    permuted = source[:, permutation]
+    gains = np.full(3, np.nan)
+    for c in range(3):
+      usable = (target[:, c] < 1) & (permuted[:, c] > 0.05)
+      if usable.any():
+        gains[c] = np.median(target[usable, c] / permuted[usable, c])
+    saturated = np.isnan(gains)
+    fitted = np.clip(permuted * np.where(saturated, high, gains), 0, 1)
+    in_range = np.all((low - 1e-4 <= gains[~saturated]) &
+                      (gains[~saturated] <= high + 1e-4))
+    # Constant channels fit several orders; only one has gains in range.
+    if in_range and np.allclose(fitted, target, atol=1e-5):
+      return permutation, gains
+  return None
+
+
+def test_colour_augmentation_permutes_and_scales_the_same_crops(photo_folder):
+  plain, coloured = (
+      np.stack(_train_batches(photo_folder[0], 3, global_batch_size=16,
+                              colour_augmentation=augment)).reshape(
+                                  -1, SIZE * SIZE, 3)
+      for augment in (False, True))
+  fits = [_permutation_and_gains(p, c) for p, c in zip(plain, coloured)]
+  assert all(fit is not None for fit in fits)
+  gains = np.concatenate([g for _, g in fits])
+  gains = gains[~np.isnan(gains)]
+  assert gains.std() > 0.1  # Gains vary: not a fixed scaling.
+  assert len({p for p, _ in fits}) > 2  # Several channel orders occur.
 
 
 # ---------------------------------------------------------------- evaluation ---

@@ -26,6 +26,7 @@ t * local_batch records before decoding (see `create_train_iterator`).
 """
 
 import functools
+import itertools
 import math
 import os
 from typing import Iterator, NamedTuple, Sequence
@@ -67,16 +68,27 @@ EMBEDDED_VALIDATION_PHOTOS = ("chelsea", "rocket", "camera")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 
 # Random resized crop: the crop covers this fraction of the source image's area
-# and has a width/height ratio in this range (Inception-style, narrower scale).
-CROP_AREA_RANGE = (0.25, 1.0)
+# and has a width/height ratio in this range (Inception-style).
+CROP_AREA_RANGE = (0.08, 1.0)
 CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 
-# Training images are kept with their shorter side at this multiple of the
-# output size. A random crop then spans between ~0.87 and ~2.7 output sizes of
-# stored pixels, so one bilinear sample per output pixel neither blurs much
-# (upsampling <= 1.15x) nor aliases much (downsampling <= 2.7x), and
-# resampling a whole batch is a single `crop_and_resize` call.
-_STORED_SIZE_FACTOR = 2
+# Colour augmentation: the RGB channels in a random order, each then scaled by
+# a gain from this range (clipped to [0, 1]). Seven of the 13 embedded training
+# photographs are greyscale; without it a model learns their palette and
+# reconstructs unseen colours worse than their mean (see the README).
+COLOUR_GAIN_RANGE = (0.7, 1.3)
+_CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
+
+# Training images are resized once (antialiased) so their shorter side is this
+# multiple of the output size; a batch is then resampled by one
+# `crop_and_resize` call. In-memory sources (a few photographs up to a few
+# thousand files) are kept large enough that even the smallest crop (~1
+# output size of stored pixels) is hardly upsampled: small crops are what makes
+# a handful of photographs many distinct training images. TFDS images are
+# decoded per example, and at 2x the crops span ~0.5-2.7 output sizes, so a
+# bilinear sample per output pixel neither blurs nor aliases much.
+_IN_MEMORY_STORED_SIZE_FACTOR = 4
+_TFDS_STORED_SIZE_FACTOR = 2
 
 # Encoded (not decoded) TFDS records shuffled together: ~1 GB for ImageNet.
 _TFDS_SHUFFLE_BUFFER = 10_000
@@ -318,11 +330,12 @@ def _centre_and_quadrant_crops(photo: np.ndarray, image_size: int) -> np.ndarray
                    for t, l, s in boxes])
 
 
-def _store_for_training(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Resizes so the shorter side is `_STORED_SIZE_FACTOR * S`: float32 [h, w, 3]."""
+def _store_for_training(image: tf.Tensor, image_size: int,
+                        factor: int) -> tf.Tensor:
+  """Resizes so the shorter side is `factor * S`: float32 [h, w, 3]."""
   height = tf.cast(tf.shape(image)[0], tf.float32)
   width = tf.cast(tf.shape(image)[1], tf.float32)
-  scale = _STORED_SIZE_FACTOR * image_size / tf.minimum(height, width)
+  scale = factor * image_size / tf.minimum(height, width)
   stored_height = tf.maximum(1, tf.cast(tf.round(height * scale), tf.int32))
   stored_width = tf.maximum(1, tf.cast(tf.round(width * scale), tf.int32))
   return _resize(image, stored_height, stored_width)
@@ -371,8 +384,8 @@ def _sample_positions(start, length, limit, image_size: int):
 class _StoredImages(NamedTuple):
   """Training images padded into one tensor, so a batch is cropped by one op.
 
-  Each image is stored with its shorter side `_STORED_SIZE_FACTOR * S`, in the
-  top-left corner of its canvas.
+  Each image is stored (see `_store_for_training`) in the top-left corner of
+  its canvas.
   """
 
   pixels: tf.Tensor  # [N, H, W, 3], 0..255; image i fills [:heights[i], :widths[i]].
@@ -417,11 +430,32 @@ def _crops(stored: _StoredImages, boxes: tf.Tensor, image_index: tf.Tensor,
                                   [image_size, image_size]) / 255.0
 
 
+def _augment_colour(images: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
+  """Permutes each image's channels and scales them (`COLOUR_GAIN_RANGE`).
+
+  Args:
+    images: float32 [B, S, S, 3] in [0, 1].
+    uniforms: float32 [B, 4], U[0, 1) draws: 1 for the permutation, 3 gains.
+
+  Returns:
+    float32 [B, S, S, 3] in [0, 1].
+  """
+  count = len(_CHANNEL_PERMUTATIONS)
+  choice = tf.minimum(tf.cast(uniforms[:, 0] * count, tf.int32), count - 1)
+  permutation = tf.gather(tf.constant(_CHANNEL_PERMUTATIONS), choice)
+  images = tf.gather(images, permutation, axis=3, batch_dims=1)
+  low, high = COLOUR_GAIN_RANGE
+  gains = low + (high - low) * uniforms[:, 1:]
+  return tf.clip_by_value(images * gains[:, None, None, :], 0.0, 1.0)
+
+
 def _stack_for_training(images: Sequence[np.ndarray],
                         image_size: int) -> _StoredImages:
   """Resizes uint8 [H_i, W_i, 3] images for training and pads them together."""
-  resized = [tf.saturate_cast(tf.round(_store_for_training(image, image_size)),
-                              tf.uint8).numpy() for image in images]
+  resized = [
+      tf.saturate_cast(tf.round(_store_for_training(
+          image, image_size, _IN_MEMORY_STORED_SIZE_FACTOR)), tf.uint8).numpy()
+      for image in images]
   canvas_height = max(image.shape[0] for image in resized)
   canvas_width = max(image.shape[1] for image in resized)
   pixels = np.zeros((len(resized), canvas_height, canvas_width, 3), np.uint8)
@@ -457,8 +491,8 @@ def _deterministic_options() -> tf.data.Options:
 
 
 def _in_memory_train_dataset(stored: _StoredImages, *, image_size: int,
-                             layout: BatchLayout, seed: int,
-                             start_step: int) -> tf.data.Dataset:
+                             layout: BatchLayout, seed: int, start_step: int,
+                             colour_augmentation: bool) -> tf.data.Dataset:
   """Batches of random crops of stored images, a pure function of (seed, step)."""
   num_images = len(stored.pixels)
   global_batch_size = layout.local_batch_size * layout.process_count
@@ -470,12 +504,14 @@ def _in_memory_train_dataset(stored: _StoredImages, *, image_size: int,
     # are computed for the whole global batch and sliced afterwards because
     # vectorised float ops can round differently with the tensor length.
     uniforms = tf.random.stateless_uniform(
-        [global_batch_size, 6], seed=tf.stack([tf.constant(seed, tf.int64), step]))
+        [global_batch_size, 10], seed=tf.stack([tf.constant(seed, tf.int64), step]))
     image_index = tf.minimum(
         tf.cast(uniforms[:, 0] * num_images, tf.int32), num_images - 1)
-    boxes = _random_crop_boxes(stored, image_index, uniforms[:, 1:], image_size)
+    boxes = _random_crop_boxes(stored, image_index, uniforms[:, 1:6], image_size)
     rows = slice(first_row, first_row + layout.local_batch_size)
     crops = _crops(stored, boxes[rows], image_index[rows], image_size)
+    if colour_augmentation:
+      crops = _augment_colour(crops, uniforms[rows, 6:])
     return {"image": _to_device_layout(crops, layout)}
 
   return tf.data.Dataset.counter(start_step).map(
@@ -483,8 +519,8 @@ def _in_memory_train_dataset(stored: _StoredImages, *, image_size: int,
 
 
 def _tfds_train_dataset(name: str, *, data_dir: str | None, image_size: int,
-                        layout: BatchLayout, seed: int,
-                        start_step: int) -> tf.data.Dataset:
+                        layout: BatchLayout, seed: int, start_step: int,
+                        colour_augmentation: bool) -> tf.data.Dataset:
   """Shuffled, repeated, augmented batches of this process's shard of "train"."""
   builder = tfds_builder(name, data_dir)
   split = tfds.split_for_jax_process(
@@ -498,7 +534,8 @@ def _tfds_train_dataset(name: str, *, data_dir: str | None, image_size: int,
   batch_seed = tf.constant([seed, layout.process_index], tf.int64)
 
   def decode_and_store(encoded_image):
-    image = _store_for_training(decode_tfds_image(encoded_image), image_size)
+    image = _store_for_training(decode_tfds_image(encoded_image), image_size,
+                                _TFDS_STORED_SIZE_FACTOR)
     return image, tf.shape(image)[0], tf.shape(image)[1]
 
   def augment_batch(step, batch):
@@ -506,11 +543,13 @@ def _tfds_train_dataset(name: str, *, data_dir: str | None, image_size: int,
     stored = _StoredImages(pixels, tf.cast(heights, tf.float32),
                            tf.cast(widths, tf.float32))
     uniforms = tf.random.stateless_uniform(
-        [batch_size, 5],
+        [batch_size, 9],
         seed=tf.random.experimental.stateless_fold_in(batch_seed, step))
     image_index = tf.range(batch_size)
-    boxes = _random_crop_boxes(stored, image_index, uniforms, image_size)
+    boxes = _random_crop_boxes(stored, image_index, uniforms[:, :5], image_size)
     crops = _crops(stored, boxes, image_index, image_size)
+    if colour_augmentation:
+      crops = _augment_colour(crops, uniforms[:, 5:])
     return {"image": _to_device_layout(crops, layout)}
 
   # Skipping happens before decoding: resuming reads, but does not decode,
@@ -527,18 +566,20 @@ def _tfds_train_dataset(name: str, *, data_dir: str | None, image_size: int,
 def create_train_iterator(
     dataset: str, *, image_size: int, global_batch_size: int, seed: int,
     start_step: int = 0, data_dir: str | None = None,
-    process_index: int | None = None, process_count: int | None = None,
+    colour_augmentation: bool = True, process_index: int | None = None,
+    process_count: int | None = None,
     local_device_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented training batches for steps start_step, start_step+1, ...
 
   Augmentation: random resized crop (area fraction `CROP_AREA_RANGE`, aspect
   ratio `CROP_ASPECT_RATIO_RANGE`), bilinear resampling from images stored at
-  `_STORED_SIZE_FACTOR` times the output size (antialiased), random
-  horizontal flip.
+  a few times the output size (antialiased), random horizontal flip and, if
+  `colour_augmentation`, a random channel order and per-channel gains
+  (`COLOUR_GAIN_RANGE`).
 
   In-memory sources (embedded, folder) draw images with replacement; their
   global batch at a step is the same for any process/device layout. A folder
-  is held in memory at twice the output size (shorter side), padded to the
+  is held in memory at 4 times the output size (shorter side), padded to the
   largest image: keep it to a few thousand images and use TFDS beyond. TFDS
   sources shuffle (seeded) this process's shard of "train" and repeat it.
 
@@ -550,6 +591,7 @@ def create_train_iterator(
     start_step: first step to produce. In-memory sources start there for free;
       TFDS sources read (without decoding) start_step * local_batch records.
     data_dir: TFDS data directory (TFDS default if None).
+    colour_augmentation: whether to permute and scale colour channels.
     process_index: this process; default `jax.process_index()`.
     process_count: default `jax.process_count()`.
     local_device_count: default `jax.local_device_count()`.
@@ -571,11 +613,13 @@ def create_train_iterator(
       stored = _stack_for_training(_folder_photos(directory)[0], image_size)
     batches = _in_memory_train_dataset(stored, image_size=image_size,
                                        layout=layout, seed=seed,
-                                       start_step=start_step)
+                                       start_step=start_step,
+                                       colour_augmentation=colour_augmentation)
   else:
     batches = _tfds_train_dataset(dataset, data_dir=data_dir,
                                   image_size=image_size, layout=layout,
-                                  seed=seed, start_step=start_step)
+                                  seed=seed, start_step=start_step,
+                                  colour_augmentation=colour_augmentation)
   batches = batches.prefetch(tf.data.AUTOTUNE)
   return batches.with_options(_deterministic_options()).as_numpy_iterator()
 

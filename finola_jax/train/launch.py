@@ -46,6 +46,8 @@ def define_flags(*, image_size: int, stride: int, channels: int, steps: int,
   flags.DEFINE_enum("path", "vertical_first",
                     ["vertical_first", "horizontal_first", "average"],
                     "FINOLA path (see finola_jax.unroll).")
+  flags.DEFINE_bool("colour_augmentation", True, "Train on images with "
+                    "randomly ordered, randomly scaled colour channels.")
   flags.DEFINE_integer("batch_size", batch_size, "Global batch size; must divide "
                        "by the number of devices over all processes.")
   flags.DEFINE_integer("steps", steps, "Total training steps.")
@@ -144,7 +146,8 @@ def run(task: trainer.Task) -> Dict[str, float]:
   def train_batches(start_step: int):
     return input_pipeline.create_train_iterator(
         FLAGS.dataset, global_batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-        start_step=start_step, **data_options)
+        start_step=start_step, colour_augmentation=FLAGS.colour_augmentation,
+        **data_options)
 
   def eval_batches():
     return input_pipeline.create_eval_iterator(
