@@ -22,6 +22,7 @@ import sys
 
 from absl import app
 from absl import flags
+import jax
 
 from finola_jax.train import checkpointing
 
@@ -38,15 +39,7 @@ FLAGS = flags.FLAGS
 
 
 def parameter_count(tree) -> int:
-  return sum(math.prod(leaf.shape) for leaf in _leaves(tree))
-
-
-def _leaves(tree):
-  if isinstance(tree, dict):
-    for value in tree.values():
-      yield from _leaves(value)
-  else:
-    yield tree
+  return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def last_eval(workdir: str) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import time
@@ -386,11 +387,13 @@ def _check_finite(metrics, step: int, manager) -> None:
 
 def _evaluate_and_draw(steps: ParallelSteps, params, eval_batches, writer,
                        config: TrainConfig, step: int) -> Dict[str, float]:
-  metrics = evaluate(steps, params, eval_batches())
+  batches = iter(eval_batches())
+  first = next(batches)  # Drawn below; one pass serves both.
+  metrics = evaluate(steps, params, itertools.chain([first], batches))
   writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
-  path = write_image_grid(steps, params, next(iter(eval_batches())),
-                          writer=writer, workdir=config.workdir, step=step,
-                          tag="eval", count=config.num_images)
+  path = write_image_grid(steps, params, first, writer=writer,
+                          workdir=config.workdir, step=step, tag="eval",
+                          count=config.num_images)
   if path:
     logging.info("Wrote %s", path)
   return metrics
