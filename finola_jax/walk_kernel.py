@@ -158,18 +158,25 @@ def _num_cores() -> int:
   return int(getattr(device, "core_count", _DEFAULT_NUM_CORES))
 
 
+# Tiles above this many elements would hold a float32 tensor in more than
+# 64 registers per thread (8 warps); epilogues keep three such tensors live.
+_MAX_TILE_AREA = 128 * 128
+
+
 def default_config(num_lanes: int, channels: int, dtype, *,
                    backward: bool = False,
                    num_cores: Optional[int] = None) -> KernelConfig:
   """Picks tiles for ``num_lanes`` walkers of ``channels`` channels.
 
-  A small cost model of one step on an H100: every program streams its
-  operand rows (``bw × C`` states or ``D`` values) and its ``C × bn`` slice of
-  the matrix per own tile from L2 at ~80 GB/s per SM, and multiplies at
-  ~4 TFLOP/s per SM (bf16, tiles of ≥ 64 rows; half that below). Splits are
-  only used while all programs fit in one wave (co-resident groups). The
-  tile minimising ``waves · max(bytes / bandwidth, flops / rate)`` plus the
-  barrier latency wins; ties go to the larger tile.
+  A small cost model of one step on an H100: every program streams, per own
+  tile, its operand rows (``bw × C`` float32 states, or ``D`` values for the
+  two-phase forward and the backward) and its ``C × bn`` slice of the matrix
+  from L2 at ~80 GB/s per SM, and multiplies at ~4 TFLOP/s per SM (16-bit;
+  2 for float32; half that below 64 rows), plus ~1 µs per barrier. Splits
+  are only used while all programs fit in one wave (co-resident groups) and
+  tiles hold at most 128 × 128 elements. The cheapest
+  ``waves · (max(bytes / bandwidth, flops / rate) + barriers)`` wins; ties go
+  to the larger tile.
 
   Args:
     num_lanes: walkers of both directions, ``directions · P · Q``.
@@ -184,41 +191,104 @@ def default_config(num_lanes: int, channels: int, dtype, *,
   """
   cores = num_cores or _num_cores()
   itemsize = jnp.dtype(dtype).itemsize
-  operand_bytes = itemsize if backward else 4
-  barriers = 2 if backward else 1
   rate = 4e12 if itemsize == 2 else 2e12
+  phases = (False, True) if not backward and itemsize == 2 else (False,)
   best_key, best = None, None
   for bw in (16, 32, 64, 128):
     if bw > max(16, pl.next_power_of_2(num_lanes)):
       break
     groups = pl.cdiv(num_lanes, bw)
     for bn in (16, 32, 64, 128, 256):
-      if channels % bn:
+      if channels % bn or bw * bn > _MAX_TILE_AREA:
         continue
       tiles = channels // bn
       splits = max(s for s in range(1, tiles + 1)
                    if tiles % s == 0 and (s == 1 or groups * s <= cores))
       own_tiles = tiles // splits
       waves = pl.cdiv(groups * splits, cores)
-      data = own_tiles * channels * (operand_bytes * bw + itemsize * bn)
       flops = 2 * bw * bn * channels * own_tiles
       efficiency = 1.0 if bw >= 64 else 0.5
-      seconds = waves * (max(data / 80e9, flops / (rate * efficiency))
-                         + barriers * 1e-6)
-      key = (seconds, -bw * bn)
-      if best_key is None or key < best_key:
-        best_key, best = key, (bw, bn, splits)
-  bw, bn, splits = best
-  # K chunk: the largest whose two pipelined operand tiles take ≤ 48 KiB
-  # (three stages stay well inside an H100's 227 KiB of shared memory).
-  a_bytes = itemsize if backward else 4
+      for two_phase in phases:
+        operand_bytes = itemsize if backward or two_phase else 4
+        data = own_tiles * channels * (operand_bytes * bw + itemsize * bn)
+        if two_phase:  # Normalizing own tiles: read states, write operands.
+          data += own_tiles * bw * bn * (4 + itemsize)
+        barriers = 2 if backward or two_phase else 1
+        seconds = waves * (max(data / 80e9, flops / (rate * efficiency))
+                           + barriers * 1e-6)
+        key = (seconds, -bw * bn, two_phase)
+        if best_key is None or key < best_key:
+          best_key, best = key, (bw, bn, splits, two_phase)
+  bw, bn, splits, two_phase = best
+  return _tiles(channels, dtype, backward, bw, bn, splits, two_phase)
+
+
+def _tiles(channels: int, dtype, backward: bool, bw: int, bn: int,
+           splits: int, two_phase: bool = False) -> KernelConfig:
+  """A config of ``bw × bn`` tiles with its K chunk and warp count.
+
+  The K chunk is the largest whose two pipelined operand tiles take at most
+  48 KiB (three stages stay well inside an H100's 227 KiB of shared memory).
+  """
+  itemsize = jnp.dtype(dtype).itemsize
+  a_bytes = itemsize if backward or two_phase else 4
   bk = max(k for k in (16, 32, 64, 128)
            if channels % k == 0
            and (k == 16 or k * (bw * a_bytes + bn * itemsize) <= 48 * 1024))
   return KernelConfig(block_walkers=bw, block_columns=bn, block_k=bk,
                       column_splits=splits,
                       num_warps=8 if bw * bn >= 128 * 128 else 4,
-                      num_stages=3)
+                      num_stages=3, two_phase=two_phase)
+
+
+def candidate_configs(num_lanes: int, channels: int, dtype, *,
+                      backward: bool = False,
+                      num_cores: Optional[int] = None) -> Tuple[KernelConfig,
+                                                                ...]:
+  """The default config and up to three alternatives worth timing.
+
+  The cost model of :func:`default_config` ignores register pressure,
+  occupancy and barrier latency; the alternatives probe exactly those, in
+  this order of preference: the other forward protocol (16-bit maps),
+  half-width tiles with twice the programs (two per SM or a second wave),
+  double-width tiles (above the default's register cap), no column splits
+  (CTA barriers only) and the other warp count.
+
+  Args:
+    num_lanes, channels, dtype, backward, num_cores: as in
+      :func:`default_config`.
+
+  Returns:
+    Distinct configs, the default first.
+  """
+  cores = num_cores or _num_cores()
+  base = default_config(num_lanes, channels, dtype, backward=backward,
+                        num_cores=cores)
+  bw, bn, splits = base.block_walkers, base.block_columns, base.column_splits
+  two_phase = base.two_phase
+  groups = pl.cdiv(num_lanes, bw)
+  found = [base]
+
+  def add(width, splits, two_phase=two_phase):
+    add_config(_tiles(channels, dtype, backward, bw, width, splits,
+                      two_phase))
+
+  def add_config(config):
+    if config not in found:
+      found.append(config)
+
+  if not backward and jnp.dtype(dtype).itemsize == 2:
+    add(bn, splits, not two_phase)
+  if bn >= 32:
+    add(bn // 2, splits * 2 if 1 < cores and groups * splits < cores
+        else splits)
+  if bn <= 128 and channels % (2 * bn) == 0:
+    wide_tiles = channels // (2 * bn)
+    add(2 * bn, splits if wide_tiles % splits == 0 else splits // 2)
+  if splits > 1:
+    add(bn, 1)
+  add_config(dataclasses.replace(base, num_warps=12 - base.num_warps))
+  return tuple(found[:4])
 
 
 def _check_config(config: KernelConfig, channels: int, interpret: bool):
