@@ -49,13 +49,18 @@ and ``2·C·bn`` bytes of ``Mᵀ`` per tile and step (bf16), and writes
 writes ``cast_D(n(z))`` of its own tiles to a scratch and the K-loop reads
 that (half the bytes for 16-bit maps, one more barrier per step).
 
-*Backward step* ``i = n..1`` (two barriers)::
+*Backward step* ``i = n..1`` (two barriers; ``Ĝ_n = 0``)::
 
     W: G_i[:, t] = ct[line(z_i)][:, t] + Ĝ_i[:, t]; write cast_D(G_i) to the
        operand scratch and sign·G_i over the consumed cotangent line.
+       barrier
     X: u[:, t] = Σ_k cast_D(G_i[:, k]) @ M[k, t]; partials of z_{i−1}[:, t]
-       (re-read from the canvas) and of u, u·z.             barrier
+       (re-read from the canvas) and of u, u·z.
+       barrier
     Y: Ĝ_{i−1}[:, t] = G_i[:, t] + σ · r (u − mean(u) − ẑ · mean(u ẑ)).
+
+Per tile and step the K-loop reads ``2·bw·C`` bytes of ``G`` and ``2·C·bn``
+of ``Mᵀ`` (bf16); ``Ĝ_0`` comes out per lane and enters ``d_block``.
 
 The ``[C, C]`` matrix gradient does not fit on chip, so it is formed after
 the kernel in XLA: ``H = Σ sign · n(z_{i−1})ᵀ G_i`` over the written lines,
@@ -68,10 +73,18 @@ cast to ``D``) with float32 accumulation. For float32 maps ``precision``
 picks the MMA: ``None``/``DEFAULT`` → TF32, ``HIGH`` → TF32×3 (Triton's
 ``tf32x3``, near-float32), ``HIGHEST`` → IEEE float32.
 
+*Scratch.* Forward: ``2·lanes·C`` float32 states (+ ``lanes·C`` in ``D``
+two-phase); backward: ``2·lanes·C`` float32 and ``2·lanes·C`` in ``D``; the
+matrix gradient adds chunks of at most 1/16 of the canvas. For a
+horizontal phase (``lanes = 2·N·H``) that is ``8/W`` (forward, ``+2/W``
+two-phase) and ``12/W`` (backward) of a bf16 map's bytes.
+
 *Scope.* NVIDIA GPUs with the Pallas Triton backend (``interpret=True`` runs
 anywhere, for tests). TPUs are out of scope: callers fall back to XLA there.
-Canvas offsets are int32, so a canvas must hold fewer than 2³¹ elements
-(:func:`is_supported` checks it when given ``canvas_elements``).
+jax ≥ 0.11 deprecates the Pallas Triton backend and warns
+(``DeprecationWarning``) whenever such a kernel is lowered. Canvas offsets
+are int32, so a canvas must hold fewer than 2³¹ elements (:func:`is_supported`
+checks it when given ``canvas_elements``).
 """
 
 from __future__ import annotations
@@ -979,9 +992,10 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   for index, direction in enumerate(phase.directions):
     d_block = d_block.at[:, direction.seed_line - num_back].add(g_start[index])
 
-  # Chunks of lines whose normalized copy takes at most 1/8 of the canvas.
+  # Chunks of lines whose normalized copy takes at most 1/16 of the canvas
+  # (or 8 MiB: small maps take one chunk).
   line_bytes = num_p * num_q * channels * jnp.dtype(dtype).itemsize
-  chunk = max(1, max(length * line_bytes // 8, 8 << 20) // line_bytes)
+  chunk = max(1, max(length * line_bytes // 16, 8 << 20) // line_bytes)
   outer = functools.partial(_outer_sum, canvas, g_lines, eps=eps,
                             normalized=normalized, precision=precision)
   h = jnp.zeros((channels, channels), f32)
