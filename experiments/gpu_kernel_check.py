@@ -63,6 +63,9 @@ wk = _load_walk_kernel()
 
 EPS = 1e-6
 START = time.monotonic()
+# Benchmark shapes (N, C, H = W, dtype): the project's targets.
+SHAPES = ((32, 1024, 64, jnp.bfloat16), (8, 512, 256, jnp.bfloat16),
+          (32, 512, 16, jnp.bfloat16), (8, 512, 256, jnp.float32))
 
 
 def log(*parts):
@@ -244,6 +247,27 @@ class Bench:
       row.note = first_lines(error)
     return row
 
+  def run_phase(self, phase) -> Row:
+    """One phase alone (default config): its µs per step and its share."""
+    vertical = phase == "vertical"
+    row = Row(self.name, f"fwd {phase} only", "default" if vertical else "-",
+              "-" if vertical else "default")
+    try:
+      back, forward = self.side // 2, self.side - 1 - self.side // 2
+      rows = self.batch if vertical else self.batch * self.side
+      block = jnp.zeros((rows, 1, 1, self.channels), self.dtype) + 1.0
+      block = block.at[..., 0].set(2.0)  # Not constant: var > 0.
+      fn = jax.jit(functools.partial(
+          wk.grow_forward, num_back=back, num_forward=forward, eps=EPS,
+          normalized=True, interpret=self.args.quick))
+      seconds = time_call(fn, (block, self.b_t, self.step), self.args.rounds,
+                          self.args.calls)
+      row.ms, row.ratio = seconds * 1e3, self.matmul_s / seconds
+      row.us_per_step = seconds * 1e6 / back
+    except Exception as error:  # pylint: disable=broad-except
+      row.note = first_lines(error)
+    return row
+
   def run_fwd_bwd(self, configs, label) -> Row:
     row = Row(self.name, "fwd+bwd", label[0], label[1])
     try:
@@ -271,7 +295,7 @@ class Bench:
 
 def check_numerics(args):
   """Kernel vs float32 reference on small shapes; returns report lines."""
-  # (label, dtype, (P, h, Q, C), num_back, num_forward, configs to try)
+  # Layouts: ((P, h, Q, C), num_back, num_forward).
   vertical = ((8, 1, 1, 256), 12, 11)
   horizontal = ((192, 1, 1, 128), 6, 5)
   block_q = ((2, 3, 24, 128), 5, 4)
@@ -284,8 +308,10 @@ def check_numerics(args):
            for label, (shape, back, forward) in (
                ("vertical", vertical), ("horizontal", horizontal),
                ("block h>1 Q>1", block_q))]
-  if args.quick:  # Interpret mode compiles slowly: one case per layout.
-    cases = [cases[0], cases[4], cases[2]]
+  # Every layout in bfloat16 (the benchmark dtype), float32 for one layout
+  # on the GPU; in interpret mode (slow compiles) one case per layout.
+  cases = ([cases[0], cases[4], cases[2]] if args.quick
+           else cases[:3] + [cases[3]])
   lines = ["| case | dtype | fwd config | bwd config | canvas | d_block | "
            "d_matrix_t | d_step |", "|---|---|---|---|---|---|---|---|"]
   for index, (label, dtype, shape, back, forward) in enumerate(cases):
@@ -370,6 +396,11 @@ def main():
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--calls", type=int, default=5)
   parser.add_argument("--skip_numerics", action="store_true")
+  parser.add_argument(
+      "--shapes", default="0,1,2,3",
+      help="Indices into SHAPES (N, C, H = W, dtype) to time: " + ", ".join(
+          f"{i}: {n}/{c}/{s}/{jnp.dtype(d).name}"
+          for i, (n, c, s, d) in enumerate(SHAPES)))
   parser.add_argument("--output", default=None,
                       help="Also write the report (markdown) here.")
   args = parser.parse_args()
@@ -389,12 +420,22 @@ def main():
   if args.quick:
     shapes = [(2, 32, 6, jnp.bfloat16)]
   else:
-    shapes = [(32, 1024, 64, jnp.bfloat16), (8, 512, 256, jnp.bfloat16),
-              (32, 512, 16, jnp.bfloat16), (8, 512, 256, jnp.float32)]
+    shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
   cores = 1 if args.quick else None  # Interpret mode: no column splits.
   benches = []
   rows = []
+
+  def over_budget():
+    return time.monotonic() - START > args.budget_s
+
+  def record(row):
+    rows.append(row)
+    log(table([row])[-1])
+
+  # Stage 1: defaults, every shape (fwd, then fwd+bwd).
   for batch, channels, side, dtype in shapes:
+    if over_budget():
+      break
     bench = Bench(batch, channels, side, dtype, args)
     try:
       bench.prepare()
@@ -407,13 +448,8 @@ def main():
                                     num_cores=cores) for b in (False, True)]
       log(f"{bench.name} {phase}: {lanes} lanes, default fwd "
           f"{describe(defaults[0])}, bwd {describe(defaults[1])}")
-    for row in (bench.run_forward(None, None),
-                bench.run_fwd_bwd((None,) * 4, ("default", "default"))):
-      rows.append(row)
-      log(table([row])[-1])
-
-  def over_budget():
-    return time.monotonic() - START > args.budget_s
+    record(bench.run_forward(None, None))
+    record(bench.run_fwd_bwd((None,) * 4, ("default", "default")))
 
   def candidates(bench, phase, backward=False):
     found = wk.candidate_configs(bench.lanes[phase], bench.channels,
@@ -421,31 +457,34 @@ def main():
                                  num_cores=cores)[1:]
     return found[:1] if args.quick else found
 
-  # Sweep: horizontal candidates (most of the FLOPs), then vertical ones,
-  # then backward candidates of the horizontal phase, shape by shape.
+  # Stage 2: forward candidates of the horizontal phase (most of the FLOPs),
+  # then of the vertical phase (latency-bound), shape by shape.
+  for phase in ("horizontal", "vertical"):
+    for bench in benches:
+      for config in candidates(bench, phase):
+        if over_budget():
+          break
+        record(bench.run_forward(*((config, None) if phase == "vertical"
+                                   else (None, config))))
+  # Stage 3: where the forward time goes (each phase alone, defaults).
   for bench in benches:
-    for config in candidates(bench, "horizontal"):
+    for phase in ("vertical", "horizontal"):
       if over_budget():
         break
-      rows.append(bench.run_forward(None, config))
-      log(table([rows[-1]])[-1])
-    for config in candidates(bench, "vertical"):
-      if over_budget():
-        break
-      rows.append(bench.run_forward(config, None))
-      log(table([rows[-1]])[-1])
+      record(bench.run_phase(phase))
+  # Stage 4: backward candidates of the horizontal phase.
   for bench in benches:
     for config in candidates(bench, "horizontal", backward=True)[:2]:
       if over_budget():
         break
-      rows.append(bench.run_fwd_bwd((None, None, None, config),
-                                    ("default", "bwd " + describe(config))))
-      log(table([rows[-1]])[-1])
+      record(bench.run_fwd_bwd((None, None, None, config),
+                               ("default", "bwd " + describe(config))))
   if over_budget():
-    log("time budget reached: remaining candidates skipped")
+    log("time budget reached: the remaining configurations were skipped")
 
   report += ["## Timings (ratio: matmul time / time; fwd+bwd against three "
-             "matmuls)", ""] + table(rows) + ["", "## Best per shape", ""]
+             "matmuls; 'only' rows: one phase, µs per step of that phase)",
+             ""] + table(rows) + ["", "## Best per shape", ""]
   for bench in benches:
     for what in ("fwd", "fwd+bwd"):
       done = [r for r in rows if r.shape == bench.name and r.what == what

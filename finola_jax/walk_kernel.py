@@ -384,6 +384,8 @@ class _Lanes(NamedTuple):
 
 
 def _lanes(phase: _Phase, first_lane, bw: int) -> _Lanes:
+  """Lanes ``first_lane + [0, bw)``: lane ``d·P·Q + p·Q + q`` is walker
+  ``(p, q)`` of direction ``d`` (in ``phase.directions`` order)."""
   lane = first_lane + lax.iota(jnp.int32, bw)
   valid = lane < phase.num_lanes
   lane = jnp.where(valid, lane, 0)

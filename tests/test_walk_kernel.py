@@ -239,9 +239,9 @@ class WalkKernelTest(parameterized.TestCase):
     groups = -(-lanes // config.block_walkers)
     if config.column_splits > 1:  # Groups must be co-resident: one wave.
       self.assertLessEqual(groups * config.column_splits, cores)
-    self.assertEqual(
-        wk.default_config(lanes, channels, jnp.bfloat16, backward=backward,
-                          num_cores=1).column_splits, 1)
+    for interpreted in wk.candidate_configs(lanes, channels, jnp.bfloat16,
+                                            backward=backward, num_cores=1):
+      self.assertEqual(interpreted.column_splits, 1)
 
 
 # --------------------------------------------------------------------------
@@ -302,6 +302,18 @@ class CudaLoweringTest(parameterized.TestCase):
       for backward in (False, True):
         self._lower_phase(dtype, num_p, back, forward, channels,
                           backward=backward)
+
+  def test_candidate_configs_lower(self):
+    # The alternatives gpu_kernel_check times, at the largest target shape.
+    batch, channels, side = BENCHMARK_SHAPES[0]
+    for _, num_p, back, forward in _phase_shapes(batch, channels, side):
+      for backward in (False, True):
+        lanes = 2 * num_p
+        for config in wk.candidate_configs(lanes, channels, jnp.bfloat16,
+                                           backward=backward,
+                                           num_cores=132)[1:]:
+          self._lower_phase(jnp.bfloat16, num_p, back, forward, channels,
+                            config=config, backward=backward)
 
   def test_variants_lower(self):
     # Two-phase forward, HIGH and HIGHEST float32 matmuls, no normalization.
