@@ -9,7 +9,7 @@ the ``P·Q`` vectors ``(p, q)`` walk along ``L``. With ``σ = −s`` (backward
 walkers, from the block's first line) or ``σ = +s`` (forward walkers, from
 its last line)::
 
-    z_i = z_{i−1} + σ · n(z_{i−1}) @ Mᵀ,     n(z) = (z − mean) · rsqrt(var + eps)
+    z_i = z_{i−1} + σ · n(z_{i−1}) @ Mᵀ,   n(z) = (z − mean) · rsqrt(var + eps)
 
 and ``z_i`` is written ``i`` lines away from the block. :func:`grow_forward`
 runs every step of a phase in one kernel launch; :func:`grow_backward` runs
@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple, Optional, Tuple
 
 import jax
@@ -894,7 +893,7 @@ def _normalize(z: Array, eps: float) -> Array:
 
 def _outer_sum(canvas: Array, g: Array, first: int, count: int, offset: int,
                chunk: int, eps: float, normalized: bool, precision) -> Array:
-  """``Σ_l n(canvas[:, l + offset])ᵀ g[:, l]`` over ``l ∈ [first, first+count)``.
+  """``Σ_l n(canvas[:, l + offset])ᵀ g[:, l]``, ``l ∈ [first, first+count)``.
 
   Runs ``chunk`` lines at a time (a ``fori_loop``), so the normalized lines
   never take more than a chunk of memory. Returns ``[C, C]`` float32.

@@ -16,10 +16,12 @@ maps 3e-2 (operands rounded to 8 or 11 bits every step, and the backward
 pass re-reads the rounded canvas).
 
 Interpret mode compiles a large XLA program per kernel, so the programs are
-compiled with XLA's backend optimizations off. ``test_lowers_for_cuda``
-lowers every configuration the GPU will see (the defaults for the benchmark
-shapes and the candidates of ``experiments/gpu_kernel_check.py``) through
-Pallas → Triton IR, which runs without a GPU on jax 0.10.
+compiled with XLA's backend optimizations off. ``CudaLoweringTest`` lowers
+the kernels through Pallas → Triton IR for CUDA, which runs without a GPU on
+jax 0.10 (Triton's PTX compile needs one): the default configurations of
+every benchmark phase, the candidates ``experiments/gpu_kernel_check.py``
+times at the largest shape, and the variants (two-phase and single-phase
+forward, no column splits, HIGH/HIGHEST float32, no normalization).
 """
 
 import dataclasses
@@ -255,8 +257,7 @@ def _phase_shapes(batch, channels, side):
           ("horizontal", batch * side, back, forward))
 
 
-# Benchmark shapes of the project (N, C, H = W) and the candidate configs
-# that experiments/gpu_kernel_check.py times for the horizontal phase.
+# Benchmark shapes of the project (N, C, H = W).
 BENCHMARK_SHAPES = ((32, 1024, 64), (8, 512, 256), (32, 512, 16))
 
 
@@ -316,10 +317,13 @@ class CudaLoweringTest(parameterized.TestCase):
                             config=config, backward=backward)
 
   def test_variants_lower(self):
-    # Two-phase forward, HIGH and HIGHEST float32 matmuls, no normalization.
-    two_phase = dataclasses.replace(
-        wk.default_config(4096, 1024, jnp.bfloat16), two_phase=True)
-    self._lower_phase(jnp.bfloat16, 2048, 32, 31, 1024, config=two_phase)
+    # The other forward protocol, no column splits, HIGH and HIGHEST float32
+    # matmuls, no normalization.
+    default = wk.default_config(4096, 1024, jnp.bfloat16, num_cores=132)
+    for config in (dataclasses.replace(default, two_phase=not
+                                       default.two_phase),
+                   dataclasses.replace(default, column_splits=1)):
+      self._lower_phase(jnp.bfloat16, 2048, 32, 31, 1024, config=config)
     for precision in (jax.lax.Precision.HIGH, jax.lax.Precision.HIGHEST):
       self._lower_phase(jnp.float32, 16, 5, 5, 256, precision=precision)
       self._lower_phase(jnp.float32, 16, 5, 5, 256, precision=precision,
