@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from typing import NamedTuple, Optional, Tuple, Union
 
 import jax
@@ -152,20 +153,21 @@ def _on_cuda_gpu() -> bool:
   return backend.platform == "gpu" and "cuda" in backend.platform_version
 
 
-def _select_backend(implementation: str, dtype, channels: int
-                    ) -> Tuple[str, bool]:
+def _select_backend(implementation: str, dtype, channels: int,
+                    canvas_elements: int) -> Tuple[str, bool]:
   """``(backend, interpret)`` for the walks, decided at trace time.
 
   ``"auto"`` takes the Pallas kernel on a CUDA GPU where it supports the
-  dtype and channel count, else the XLA scans. ``"pallas"`` off a CUDA GPU
-  runs the kernel in interpret mode (slow; for testing).
+  dtype, channel count and canvas size, else the XLA scans. ``"pallas"``
+  off a CUDA GPU runs the kernel in interpret mode (slow; for testing).
   """
   if implementation == "xla":
     return "xla", False
   on_cuda = _on_cuda_gpu()
   if implementation == "pallas":
     return "pallas", not on_cuda
-  if on_cuda and _walk_kernel().is_supported(jnp.dtype(dtype), channels):
+  if on_cuda and _walk_kernel().is_supported(
+      jnp.dtype(dtype), channels, canvas_elements=canvas_elements):
     return "pallas", False
   return "xla", False
 
@@ -321,7 +323,10 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   """
   up, down, left, right = extents
   batch_shape, (h, w, channels) = block.shape[:-3], block.shape[-3:]
-  backend, interpret = _select_backend(implementation, block.dtype, channels)
+  height, width = up + h + down, left + w + right
+  backend, interpret = _select_backend(
+      implementation, block.dtype, channels,
+      math.prod(batch_shape) * height * width * channels)
   vertical = ((_VERTICAL, up, down),) if up or down else ()
   horizontal = ((_HORIZONTAL, left, right),) if left or right else ()
   orders = {"vertical_first": [vertical + horizontal],

@@ -14,14 +14,17 @@ device axis makes sense) run on a representative subset.
 """
 
 import functools
+import importlib
 import subprocess
 import sys
 import unittest
+from unittest import mock  # pylint: disable=unused-import
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 from jax import test_util as jtu
 import numpy as np
@@ -832,6 +835,118 @@ class NormalizeTest(_Base):
       fj.normalize(jnp.arange(3))
 
 
+def _dot_precisions(jaxpr) -> list:
+  """The ``precision`` of every dot_general in a jaxpr and its sub-jaxprs."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(eqn.params["precision"])
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found += _dot_precisions(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found += _dot_precisions(sub)
+  return found
+
+
+class PrecisionTest(_Base):
+
+  @parameterized.named_parameters(
+      ("none", None, None),
+      ("name", "highest", jax.lax.Precision.HIGHEST),
+      ("upper_case_name", "HIGH", jax.lax.Precision.HIGH),
+      ("alias", "tensorfloat32", jax.lax.Precision.HIGH),
+      ("enum", jax.lax.Precision.DEFAULT, jax.lax.Precision.DEFAULT),
+  )
+  def test_reaches_every_matmul_forward_and_backward(self, precision, want):
+    q, A, B = (x.astype(np.float32) for x in _problem(60, (2,), 4))
+
+    def loss(q, A, B):
+      return jnp.sum(jnp.square(fj.unroll(q, A, B, 3, 4, path="average",
+                                          precision=precision)))
+
+    forward = _dot_precisions(jax.make_jaxpr(
+        lambda q, A, B: fj.extrapolate(q[:, None, None], A, B, 2, 2,
+                                       precision=precision))(q, A, B).jaxpr)
+    backward = _dot_precisions(
+        jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, A, B).jaxpr)
+    # Forward: one matmul per walk loop; backward: the forward's again plus
+    # two per backward loop step (Gᵢ Mᵀ and the moment n(z)ᵀ Gᵢ).
+    self.assertLen(forward, 2)
+    self.assertGreaterEqual(len(backward), 3 * 4)
+    expected = None if want is None else (want, want)
+    self.assertEqual(set(forward + backward), {expected})
+
+  def test_names_are_case_insensitive_and_complete(self):
+    for name in fj.core.PRECISION_NAMES:
+      self.assertEqual(fj.core._check_precision(name.upper()),
+                       jax.lax.Precision(name))
+
+
+class ImplementationTest(_Base):
+
+  def test_auto_is_xla_off_cuda(self):
+    self.assertFalse(fj.core._on_cuda_gpu())
+    self.assertEqual(fj.core._select_backend("auto", jnp.bfloat16, 1024, 8),
+                     ("xla", False))
+    self.assertEqual(fj.core._select_backend("pallas", jnp.float32, 8, 8),
+                     ("pallas", True))  # interpreted off a CUDA GPU
+
+  def test_auto_asks_the_kernel_on_cuda(self):
+    asked = []
+
+    def is_supported(dtype, channels, canvas_elements):
+      asked.append((dtype, channels, canvas_elements))
+      return channels % 128 == 0
+
+    kernel = mock.Mock(is_supported=is_supported)
+    with mock.patch.object(fj.core, "_on_cuda_gpu", lambda: True), \
+         mock.patch.object(fj.core, "_walk_kernel", lambda: kernel):
+      self.assertEqual(
+          fj.core._select_backend("auto", jnp.bfloat16, 256, 2**20),
+          ("pallas", False))
+      self.assertEqual(fj.core._select_backend("auto", jnp.float32, 100, 64),
+                       ("xla", False))
+      self.assertEqual(fj.core._select_backend("xla", jnp.float32, 256, 64),
+                       ("xla", False))
+      # The largest canvas of a call is its map: 2·3·4·5·96 elements.
+      jax.eval_shape(functools.partial(fj.unroll, height=4, width=5),
+                     jnp.zeros((2, 3, 96)), jnp.eye(96), jnp.eye(96))
+    self.assertEqual(asked, [(jnp.dtype(jnp.bfloat16), 256, 2**20),
+                             (jnp.dtype(jnp.float32), 100, 64),
+                             (jnp.dtype(jnp.float32), 96, 2 * 3 * 4 * 5 * 96)])
+
+  def test_auto_and_xla_agree(self):
+    q, A, B = (x.astype(np.float32) for x in _problem(61, (2,), 4))
+    fn = jax.jit(lambda q, A, B: [
+        fj.unroll(q, A, B, 3, 4, implementation=i) for i in ("auto", "xla")])
+    auto, xla = fn(q, A, B)
+    np.testing.assert_array_equal(auto, xla)
+
+  def test_pallas_interpreted_matches_xla(self):
+    if importlib.util.find_spec("finola_jax.walk_kernel") is None:
+      self.skipTest("finola_jax.walk_kernel is not in this tree")
+    q, A, B = (x.astype(np.float32) for x in _problem(62, (2,), 16))
+    block = np.random.default_rng(63).normal(size=(2, 2, 3, 16)).astype(
+        np.float32)
+
+    def loss(implementation, q, block, A, B, s):
+      u = fj.unroll(q, A, B, 4, 5, origin=(1, 3), path="average", step=s,
+                    implementation=implementation)
+      e = fj.extrapolate(block, A, B, 5, 4, corner="top_right",
+                         path="vertical_first", step=s,
+                         implementation=implementation)
+      return jnp.sum(jnp.square(u)) + jnp.sum(jnp.sin(e)), (u, e)
+
+    args = (q, block, A, B, jnp.float32(0.8))
+    grad = lambda i: jax.jit(jax.grad(functools.partial(loss, i),
+                                      argnums=(0, 1, 2, 3, 4),
+                                      has_aux=True))(*args)
+    chex.assert_trees_all_close(grad("pallas"), grad("xla"), rtol=1e-4,
+                                atol=1e-4)
+
+
 def _f32(*shape):
   return np.ones(shape, np.float32) + np.arange(shape[-1], dtype=np.float32)
 
@@ -917,6 +1032,17 @@ BAD_INPUTS = (
      TypeError, r"B must have a floating dtype"),
     ("extrapolate_step_not_scalar", _extrapolate(3, 3, step=np.ones((1, 1))),
      (_BLOCK, _A, _B), ValueError, r"step must be a scalar"),
+    ("precision_unknown", _unroll(3, 3, precision="bogus"), (_Q, _A, _B),
+     ValueError, r"Unknown precision 'bogus'"),
+    ("precision_int", _unroll(3, 3, precision=2), (_Q, _A, _B),
+     ValueError, r"Unknown precision 2"),
+    ("extrapolate_precision_unknown", _extrapolate(3, 3, precision="tf32"),
+     (_BLOCK, _A, _B), ValueError, r"Unknown precision 'tf32'"),
+    ("implementation_unknown", _unroll(3, 3, implementation="cuda"),
+     (_Q, _A, _B), ValueError, r"Unknown implementation 'cuda'"),
+    ("extrapolate_implementation_unknown",
+     _extrapolate(3, 3, implementation="XLA"), (_BLOCK, _A, _B), ValueError,
+     r"Unknown implementation 'XLA'"),
 )
 
 
