@@ -153,13 +153,19 @@ def _on_cuda_gpu() -> bool:
   return backend.platform == "gpu" and "cuda" in backend.platform_version
 
 
-def _select_backend(implementation: str, dtype, channels: int,
-                    canvas_elements: int) -> Tuple[str, bool]:
-  """``(backend, interpret)`` for the walks, decided at trace time.
+def select_implementation(implementation: str, dtype, channels: int,
+                          canvas_elements: int) -> Tuple[str, bool]:
+  """``(backend, interpret)`` the walks use, decided at trace time.
 
   ``"auto"`` takes the Pallas kernel on a CUDA GPU where it supports the
   dtype, channel count and canvas size, else the XLA scans. ``"pallas"``
   off a CUDA GPU runs the kernel in interpret mode (slow; for testing).
+
+  Args:
+    implementation: ``"auto"``, ``"xla"`` or ``"pallas"``.
+    dtype: the map's dtype.
+    channels: ``C``.
+    canvas_elements: elements of the largest canvas (the map).
   """
   if implementation == "xla":
     return "xla", False
@@ -324,7 +330,7 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   up, down, left, right = extents
   batch_shape, (h, w, channels) = block.shape[:-3], block.shape[-3:]
   height, width = up + h + down, left + w + right
-  backend, interpret = _select_backend(
+  backend, interpret = select_implementation(
       implementation, block.dtype, channels,
       math.prod(batch_shape) * height * width * channels)
   vertical = ((_VERTICAL, up, down),) if up or down else ()

@@ -103,23 +103,24 @@ def _state_line(direction: int, i, num_back: int, h: int):
   return num_back + h - 1 + i
 
 
-def _per_walker(values, dtype) -> Array:
-  """``[k, 1, 1, 1]`` array of one value per walker set."""
-  return jnp.asarray(values, dtype).reshape(-1, 1, 1, 1)
+def _per_row(values, lanes: int, dtype) -> Array:
+  """``[k·lanes, 1]``: ``values[j]`` on the rows of walker set ``j``."""
+  return jnp.repeat(jnp.asarray(values, dtype), lanes)[:, None]
 
 
-def _signs(directions, dtype) -> Array:
-  """``[k, 1, 1, 1]``: −1 for backward walkers, +1 for forward walkers."""
-  return _per_walker([-1.0 if d == BACK else 1.0 for d in directions], dtype)
+def _signs(directions, lanes: int, dtype) -> Array:
+  """Per row: −1 for backward walkers, +1 for forward walkers."""
+  return _per_row([-1.0 if d == BACK else 1.0 for d in directions], lanes,
+                  dtype)
 
 
-def _stats(z: Array, eps: float) -> Tuple[Array, Array]:
-  """``(ẑ, r)`` of states ``z`` ``[..., C]``: ``ẑ = (z − μ)·r``,
-  ``r = rsqrt(var + eps)`` (population variance over ``C``)."""
+def _centred(z: Array, eps: float) -> Tuple[Array, Array]:
+  """``(z − μ, r)`` of rows ``z`` ``[R, C]``: ``ẑ = (z − μ)·r`` with
+  ``r = rsqrt(var + eps)`` (population variance over ``C``, two passes)."""
   centred = z - jnp.mean(z, axis=-1, keepdims=True)
   r = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) +
                     jnp.asarray(eps, z.dtype))
-  return centred * r, r
+  return centred, r
 
 
 def _matmul(x: Array, matrix_t: Array, precision, carry) -> Array:
@@ -127,6 +128,20 @@ def _matmul(x: Array, matrix_t: Array, precision, carry) -> Array:
   return jax.lax.dot_general(
       x.astype(matrix_t.dtype), matrix_t, (((x.ndim - 1,), (0,)), ((), ())),
       precision=precision, preferred_element_type=carry)
+
+
+def _increment(z: Array, matrix_t: Array, eps: float, normalized: bool,
+               precision, carry) -> Array:
+  """``n(z) @ matrix_t`` for rows ``z`` ``[R, C]`` in ``carry``."""
+  if not normalized:
+    return _matmul(z, matrix_t, precision, carry)
+  centred, r = _centred(z, eps)
+  if matrix_t.dtype != carry:
+    # 16-bit maps: the matmul multiplies ẑ cast to D (as the kernel does).
+    return _matmul(centred * r, matrix_t, precision, carry)
+  # r is one scalar per row, so it commutes with the matmul: scaling the
+  # product spares a pass that writes ẑ (r rides along in the update).
+  return r * _matmul(centred, matrix_t, precision, carry)
 
 
 def _matmul_transposed(x: Array, matrix_t: Array, precision, carry) -> Array:
@@ -182,23 +197,23 @@ def _flat(canvas: Array) -> Array:
   return canvas.reshape(walkers, length, channels) if positions == 1 else canvas
 
 
-def _read_lines(stored: Array, lines, dtype, carry, shape) -> Array:
-  """``[k, P, Q, C]`` in ``carry``: line ``lines[j]`` of a stored canvas."""
-  read = jnp.stack([
-      jax.lax.dynamic_index_in_dim(stored, line, axis=1, keepdims=False)
+def _read_lines(stored: Array, lines, dtype, carry, channels: int) -> Array:
+  """``[k·P·Q, C]`` rows in ``carry``: lines ``lines[j]`` of a stored canvas."""
+  return jnp.concatenate([
+      _from_storage(jax.lax.dynamic_index_in_dim(stored, line, axis=1,
+                                                 keepdims=False),
+                    dtype).astype(carry).reshape(-1, channels)
       for line in lines])
-  return _from_storage(read, dtype).astype(carry).reshape((len(lines),) +
-                                                          shape)
 
 
-def _walked(segment: _Segment, i):
-  """``[k]`` steps each walker set has taken after loop step ``i``, and a
-  ``[k, 1, 1, 1]`` mask (1: it takes step ``i``; 0: its walk has ended)."""
+def _walked(segment: _Segment, i, lanes: int):
+  """Steps each walker set has taken after loop step ``i`` (``[k]``), and a
+  ``[k·lanes, 1]`` mask (True: the row takes step ``i``; False: its walk has
+  ended), or None when no walk ends early."""
   if not segment.masked:
     return [i] * len(segment.directions), None
   ends = jnp.asarray(segment.ends)
-  return (list(jnp.minimum(i, ends)),
-          (i <= ends).reshape(-1, 1, 1, 1))
+  return list(jnp.minimum(i, ends)), jnp.repeat(i <= ends, lanes)[:, None]
 
 
 def grow_forward(block: Array, matrix_t: Array, step: Array, *,
@@ -222,34 +237,40 @@ def grow_forward(block: Array, matrix_t: Array, step: Array, *,
     away from the block.
   """
   walkers, h, positions, channels = block.shape
+  lanes = walkers * positions  # walkers in each direction
   dtype, carry = block.dtype, carry_dtype(block.dtype)
   canvas = _to_storage(_flat(block))
   canvas = jnp.pad(canvas, ((0, 0), (num_back, num_forward)) +
                    ((0, 0),) * (canvas.ndim - 2))
-  states = {BACK: block[:, 0].astype(carry),
-            FORWARD: block[:, h - 1].astype(carry)}
+  line_shape = canvas.shape[:1] + canvas.shape[2:]
+  # States are rows [k·lanes, C] (all walker sets of a loop stacked): one
+  # shape for the statistics, the matmul and the update, so XLA makes each
+  # intermediate once.
+  states = {BACK: block[:, 0].astype(carry).reshape(lanes, channels),
+            FORWARD: block[:, h - 1].astype(carry).reshape(lanes, channels)}
   for segment in _segments(num_back, num_forward):
-    signed_step = _signs(segment.directions, carry) * step
+    signed_step = _signs(segment.directions, lanes, carry) * step
 
     def body(carry_in, i, segment=segment, signed_step=signed_step):
       z, canvas = carry_in
-      walked, active = _walked(segment, i)
-      n = _stats(z, eps)[0] if normalized else z
-      increment = signed_step * _matmul(n, matrix_t, precision, carry)
+      walked, active = _walked(segment, i, lanes)
+      increment = signed_step * _increment(z, matrix_t, eps, normalized,
+                                           precision, carry)
       # An idle walker keeps its state and rewrites it where it already is.
       z = z + (increment if active is None else jnp.where(active, increment,
                                                           0))
       for j, direction in enumerate(segment.directions):
+        line = z[j * lanes:(j + 1) * lanes].astype(dtype).reshape(line_shape)
         canvas = jax.lax.dynamic_update_index_in_dim(
-            canvas, _to_storage(z[j].astype(dtype).reshape(
-                canvas.shape[:1] + canvas.shape[2:])),
+            canvas, _to_storage(line),
             _state_line(direction, walked[j], num_back, h), axis=1)
       return (z, canvas), None
 
-    z = jnp.stack([states[d] for d in segment.directions])
+    z = jnp.concatenate([states[d] for d in segment.directions])
     (z, canvas), _ = jax.lax.scan(
         body, (z, canvas), jnp.arange(segment.first, segment.last + 1))
-    states.update(zip(segment.directions, z))
+    states.update((d, z[j * lanes:(j + 1) * lanes])
+                  for j, d in enumerate(segment.directions))
   return _from_storage(canvas, dtype).reshape(
       walkers, num_back + h + num_forward, positions, channels)
 
@@ -286,48 +307,62 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   dtype, carry = canvas.dtype, carry_dtype(canvas.dtype)
   stored_canvas = _to_storage(_flat(canvas))
   stored_cotangent = _to_storage(_flat(cotangent))
+  lanes = num_walkers * positions
   # g[d]: cotangent reaching the walkers' current state from later steps,
   # without the state's own cotangent line (added when the state is left).
-  zeros = jnp.zeros((num_walkers, positions, channels), carry)
+  # Rows [lanes, C] per direction, stacked per loop as in grow_forward.
+  zeros = jnp.zeros((lanes, channels), carry)
   g = {BACK: zeros, FORWARD: zeros}
   moment = jnp.zeros((channels, channels), carry)  # H
-  for segment in reversed(_segments(num_back, num_forward)):
-    signs = _signs(segment.directions, carry)
+  segments = _segments(num_back, num_forward)
+  # The last loop (the first steps) also reads the cotangent of each state
+  # it leaves; after step 1 that is the block's edge line. Reading it there
+  # keeps 16-bit cotangents on CPU from being read outside the loops (see
+  # _to_storage), which would cost a copy of the whole cotangent.
+  block_edges = None
+  for segment in reversed(segments):
+    signs = _signs(segment.directions, lanes, carry)
+    tracks_edges = segment is segments[0]
 
-    def body(carry_in, i, segment=segment, signs=signs):
-      g, moment = carry_in
+    def body(carry_in, i, segment=segment, signs=signs,
+             tracks_edges=tracks_edges):
+      g, moment, edges = carry_in
       dirs = segment.directions
-      walked, active = _walked(segment, i)
+      walked, active = _walked(segment, i, lanes)
       grad = g + _read_lines(  # Gᵢ
           stored_cotangent,
           [_state_line(d, w, num_back, h) for d, w in zip(dirs, walked)],
-          dtype, carry, (num_walkers, positions, channels))
+          dtype, carry, channels)
       if active is not None:  # An idle walker has no cotangent yet.
         grad = jnp.where(active, grad, 0)
-      z_prev = _read_lines(
-          stored_canvas,
-          [_state_line(d, w - 1, num_back, h) for d, w in zip(dirs, walked)],
-          dtype, carry, (num_walkers, positions, channels))
+      left = [_state_line(d, w - 1, num_back, h) for d, w in zip(dirs, walked)]
+      z_prev = _read_lines(stored_canvas, left, dtype, carry, channels)
+      if tracks_edges:
+        edges = _read_lines(stored_cotangent, left, dtype, carry, channels)
       u = _matmul_transposed(grad, matrix_t, precision, carry)
       if normalized:
-        n, r = _stats(z_prev, eps)
+        centred, r = _centred(z_prev, eps)
+        n = centred * r
         u = r * (u - jnp.mean(u, axis=-1, keepdims=True) -
                  n * jnp.mean(u * n, axis=-1, keepdims=True))
       else:
         n = z_prev
-      signed_grad = signs * grad
       moment = moment + jax.lax.dot_general(
-          n.reshape(-1, channels).astype(dtype),
-          signed_grad.reshape(-1, channels).astype(dtype),
+          n.astype(dtype), (signs * grad).astype(dtype),
           (((0,), (0,)), ((), ())), precision=precision,
           preferred_element_type=carry)
-      return (grad + step * signs * u, moment), None
+      return (grad + step * signs * u, moment, edges), None
 
-    gs = jnp.stack([g[d] for d in segment.directions])
-    (gs, moment), _ = jax.lax.scan(
-        body, (gs, moment), jnp.arange(segment.first, segment.last + 1),
-        reverse=True)
-    g.update(zip(segment.directions, gs))
+    gs = jnp.concatenate([g[d] for d in segment.directions])
+    edges = jnp.zeros_like(gs) if tracks_edges else None
+    (gs, moment, edges), _ = jax.lax.scan(
+        body, (gs, moment, edges),
+        jnp.arange(segment.first, segment.last + 1), reverse=True)
+    g.update((d, gs[j * lanes:(j + 1) * lanes])
+             for j, d in enumerate(segment.directions))
+    if tracks_edges:
+      block_edges = {d: edges[j * lanes:(j + 1) * lanes]
+                     for j, d in enumerate(segment.directions)}
 
   # d_block: the block's own cotangent lines, plus G₀ of the backward
   # walkers on the first and of the forward walkers on the last (one
@@ -338,13 +373,22 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
     return _from_storage(lines, dtype).astype(carry).reshape(
         num_walkers, last - first, positions, channels)
 
+  def edge_line(direction, index):
+    """The block's edge line ``index``: its cotangent plus ``G₀``."""
+    if direction in block_edges:
+      own = block_edges[direction].reshape(num_walkers, 1, positions,
+                                           channels)
+    else:  # No walker left this edge.
+      own = block_lines(index, index + 1)
+    return own + g[direction].reshape(num_walkers, 1, positions, channels)
+
   if h == 1:
-    d_block = block_lines(0, 1) + (g[BACK] + g[FORWARD])[:, None]
+    d_block = edge_line(segments[0].directions[0], 0) + g[
+        FORWARD if segments[0].directions[0] == BACK else BACK].reshape(
+            num_walkers, 1, positions, channels)
   else:
-    d_block = jnp.concatenate([block_lines(0, 1) + g[BACK][:, None],
-                               block_lines(1, h - 1),
-                               block_lines(h - 1, h) + g[FORWARD][:, None]],
-                              axis=1)
+    d_block = jnp.concatenate([edge_line(BACK, 0), block_lines(1, h - 1),
+                               edge_line(FORWARD, h - 1)], axis=1)
   d_matrix_t = (step * moment).astype(dtype)
   d_step = jnp.sum(matrix_t.astype(carry) * moment)
   return d_block.astype(dtype), d_matrix_t, d_step
