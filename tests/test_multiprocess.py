@@ -4,7 +4,7 @@
 
 What a TPU pod or a GPU cluster does with one process per host, here with
 2 processes × 2 forced CPU devices talking over gloo on 127.0.0.1:
-``python -m experiments.reconstruct --coordinator_address=127.0.0.1:PORT
+``python3 -m experiments.reconstruct --coordinator_address=127.0.0.1:PORT
 --num_processes=2 --process_id=i`` trains a tiny model for 3 steps, and
 
 * its final parameters (read back from the orbax checkpoint) equal those of
@@ -41,12 +41,14 @@ from finola_jax.train import checkpointing
 
 LEARNING_RATE = 2e-3
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT_S = 480  # for all the runs of this file together
+TIMEOUT_S = 900  # for all the runs of this file together (a loaded machine)
 TINY_FLAGS = [
-    "--image_size=16", "--stride=4", "--channels=8", "--encoder_width=4",
-    "--encoder_depth=2", "--decoder_width=8", "--batch_size=8", "--steps=3",
-    "--checkpoint_every=2", "--eval_every=3", "--log_every=1",
-    f"--learning_rate={LEARNING_RATE}", "--warmup_steps=2",
+    "--config.image_size=16", "--config.stride=4", "--config.channels=8",
+    "--config.encoder_width=4", "--config.encoder_depth=2",
+    "--config.decoder_width=8", "--config.batch_size=8", "--config.steps=3",
+    "--config.checkpoint_every=2", "--config.eval_every=3",
+    "--config.log_every=1", f"--config.learning_rate={LEARNING_RATE}",
+    "--config.warmup_steps=2",
 ]
 RTOL, ATOL = 1e-4, 1e-5
 # Adam divides each gradient by its RMS: a parameter whose gradient is zero
