@@ -119,3 +119,16 @@ def test_readme_mentions_only_configs_that_exist():
   mentioned = set(re.findall(r"experiments/configs/(\w+)\.py", _readme()))
   assert mentioned, "the README names no config"
   assert mentioned <= set(CONFIGS), mentioned - set(CONFIGS)
+
+
+def test_matmul_precision_and_implementation_reach_the_unroll():
+  params = None
+  for precision, expected in ((None, False), ("highest", True)):
+    task = tasks.create_task(helpers.tiny_config(matmul_precision=precision))
+    params = params or jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+    jaxpr = str(jax.make_jaxpr(task.reconstruct)(
+        params, np.zeros((1, 16, 16, 3), np.float32)))
+    assert ("Precision.HIGHEST" in jaxpr) == expected, precision
+  task = tasks.create_task(helpers.tiny_config(unroll_implementation="pallas"))
+  with pytest.raises(ValueError, match="unroll_implementation='pallas'"):
+    jax.eval_shape(task.init_params, jax.random.PRNGKey(0))

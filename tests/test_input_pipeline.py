@@ -12,7 +12,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from finola_jax import data
 from finola_jax.data import preprocessing

@@ -16,8 +16,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import finola_jax
-
 Dtype = Any
 
 

@@ -120,15 +120,16 @@ def format_metrics(metrics: Dict[str, Any]) -> str:
                    if isinstance(v, (int, float)))
 
 
+def _keep_console_record(record) -> bool:
+  return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 def quiet_library_logs() -> None:
   """Keeps orbax's per-save INFO lines out of the console (warnings stay)."""
-
-  def keep(record) -> bool:
-    return (record.levelno >= std_logging.WARNING
-            or "orbax" not in record.pathname)
-
   # Orbax logs through both absl and standard loggers; both reach this handler.
-  logging.get_absl_handler().python_handler.addFilter(keep)
+  handler = logging.get_absl_handler().python_handler
+  if _keep_console_record not in handler.filters:
+    handler.addFilter(_keep_console_record)
 
 
 def training_main(train_and_evaluate: TrainAndEvaluate, argv,
