@@ -2,7 +2,7 @@
 
 * Tiny configs (``tiny_config``: an ``experiments/configs`` recipe with
   16×16 images and 8 channels): the tests train the same few shapes, so
-  compiled programs are reused (fixture ``compilation_cache``).
+  compiled programs are reused (the compilation cache of conftest.py).
 * ``run_program``: a command line of an ``experiments`` program, parsed by
   absl into fresh ``FlagValues`` and run in this process.
 * ``check_kill_and_resume``: SIGKILLs a real ``python3 -m experiments.X``
@@ -31,7 +31,6 @@ from typing import Any, Dict, Iterator, List, Sequence
 import chex
 import jax
 import numpy as np
-import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -205,45 +204,18 @@ def mock_tfds(data_dir: str) -> Iterator[str]:
     yield data_dir
 
 
-# ------------------------------------------------------- compilation cache ---
-
-
-@pytest.fixture(scope="session")
-def compilation_cache(tmp_path_factory) -> Iterator[str]:
-  """JAX's persistent compilation cache for the session (and subprocesses).
-
-  Identical programs compiled again (a resumed run compiles the same train
-  step as the first run did) are then loaded instead.
-  """
-  from jax.experimental.compilation_cache import compilation_cache as cache
-  directory = str(tmp_path_factory.mktemp("jax_cache"))
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  saved = {name: getattr(jax.config, name) for name in names}
-  for name, value in zip(names, (directory, 0.0, -1)):
-    jax.config.update(name, value)
-  cache.reset_cache()
-  yield directory
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  cache.reset_cache()
-
-
-def program_env(cache_dir: str) -> Dict[str, str]:
-  """The environment of program subprocesses: this one's (4 CPU devices,
-  XLA flags from conftest) with the compilation cache and the repository."""
+def program_env() -> Dict[str, str]:
+  """The environment of program subprocesses: this one's (devices, XLA flags
+  and compilation cache from conftest) with the repository on the path."""
   env = dict(os.environ)
-  env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
-             PYTHONPATH=os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")]))
+  env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")])
   return env
 
 
 # ------------------------------------------------------------ kill / resume ---
 
 
-def check_kill_and_resume(module, config, root, cache_dir: str,
+def check_kill_and_resume(module, config, root, caplog,
                           timeout: float = 600) -> int:
   """SIGKILLs ``python3 -m MODULE`` after its first checkpoint; resumes it.
 
@@ -255,7 +227,6 @@ def check_kill_and_resume(module, config, root, cache_dir: str,
   and end with the uninterrupted run's parameters. Returns the step resumed
   from.
   """
-  from absl import logging as absl_logging
   from finola_jax.train import checkpointing
   workdir, reference = os.path.join(root, "killed"), os.path.join(root, "reference")
   log_path = os.path.join(root, "killed.log")
@@ -263,14 +234,13 @@ def check_kill_and_resume(module, config, root, cache_dir: str,
   with open(log_path, "w") as log:
     killed = subprocess.Popen(
         [sys.executable, "-m", module.__name__, f"--workdir={workdir}",
-         *overrides], cwd=REPO_ROOT, env=program_env(cache_dir), stdout=log,
+         *overrides], cwd=REPO_ROOT, env=program_env(), stdout=log,
         stderr=subprocess.STDOUT)
 
   def kill_after_first_checkpoint():
     deadline = time.time() + timeout
-    while not checkpoint_steps(workdir) and killed.poll() is None:
-      if time.time() > deadline:
-        break
+    while (not checkpoint_steps(workdir) and killed.poll() is None
+           and time.time() < deadline):
       time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)
 
@@ -286,18 +256,10 @@ def check_kill_and_resume(module, config, root, cache_dir: str,
   resume_step = checkpoint_steps(workdir)[-1]
   assert resume_step < config.steps, "the run was over before it was killed"
 
-  messages = []
-  logger, handler = absl_logging.get_absl_logger(), _ListHandler(messages)
-  level = logger.level
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  try:
-    module.train_and_evaluate(config, workdir)
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-  assert any(re.search(rf"Resuming from the checkpoint at step {resume_step}\b", m)
-             for m in messages), messages
+  caplog.set_level(logging.INFO, logger="absl")
+  module.train_and_evaluate(config, workdir)
+  assert re.search(rf"Resuming from the checkpoint at step {resume_step}\b",
+                   caplog.text), caplog.text
   assert checkpoint_steps(workdir)[-1] == config.steps
   logged = train_loss_steps(workdir)
   assert logged.count(1) == 1, logged  # Not restarted from scratch.
@@ -308,14 +270,3 @@ def check_kill_and_resume(module, config, root, cache_dir: str,
   _, actual = checkpointing.restore_latest_params(workdir)
   assert_trees_equal(actual, expected)
   return resume_step
-
-
-class _ListHandler(logging.Handler):
-  """Collects log messages into a list."""
-
-  def __init__(self, messages: List[str]):
-    super().__init__()
-    self.messages = messages
-
-  def emit(self, record):
-    self.messages.append(record.getMessage())

@@ -63,14 +63,6 @@ def test_every_config_builds_and_round_trips_through_config_json(name, tmp_path)
   assert run_config.to_dict(saved) == run_config.to_dict(config)
 
 
-def test_the_paper_recipes():
-  paper = helpers.load_config("reconstruct_imagenet256")
-  assert (paper.dataset, paper.image_size, paper.stride) == ("imagenet2012", 256, 1)
-  first_version = helpers.load_config("reconstruct_imagenet_16x16")
-  assert first_version.image_size // first_version.stride == 16
-  assert helpers.load_config("pretrain_masked_imagenet").masking == "quadrant"
-
-
 def _readme_commands():
   """``(program, arguments)`` of every --config program run in a README code
   block.

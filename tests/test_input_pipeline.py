@@ -11,7 +11,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from finola_jax import data
 from finola_jax.data import preprocessing
@@ -24,11 +23,6 @@ SIZE = 16
 NUM_MOCK_EXAMPLES = helpers.NUM_MOCK_EXAMPLES
 MOCK_DATASETS = helpers.MOCK_DATASETS
 NUM_FOLDER_IMAGES = 12  # Sorted position 9 is held out for validation.
-
-
-def _write_png(path, image):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tf.io.write_file(path, tf.io.encode_png(image))
 
 
 def _colour(index):
@@ -50,7 +44,7 @@ def photo_folder(tmp_path_factory):
     image[..., 2] = rng.integers(0, 256, (height, width))
     subfolder = ("", "a", os.path.join("a", "b"))[i % 3]
     paths.append(os.path.join(root, subfolder, f"img{i:02d}.png"))
-    _write_png(paths[-1], image)
+    helpers.write_png(paths[-1], image)
   open(os.path.join(root, "notes.txt"), "w").close()  # Not an image: ignored.
   return root, sorted(paths)
 
@@ -66,7 +60,7 @@ def labeled_folder(tmp_path_factory):
       image[..., :2] = _colour(label)
       image[..., 2] = 0
       nested = "deep" if name == "dog" and i % 2 else ""
-      _write_png(os.path.join(root, name, nested, f"{i}.png"), image)
+      helpers.write_png(os.path.join(root, name, nested, f"{i}.png"), image)
   return root
 
 
@@ -423,6 +417,11 @@ def _labeled(dataset=data.DIGITS, split="train", **kwargs):
                                                     **kwargs})
 
 
+def _directory(directory=None, **kwargs):
+  return data.create_directory_eval_iterator(
+      directory, **{"image_size": SIZE, "global_batch_size": 4, **kwargs})
+
+
 @pytest.mark.parametrize("make, kwargs, message", [
     (_train, {"image_size": 0}, "image_size"),
     (_train, {"global_batch_size": 6, "process_count": 2,
@@ -438,6 +437,7 @@ def _labeled(dataset=data.DIGITS, split="train", **kwargs):
     (_labeled, {"image_size": 0}, "image_size"),
     (_labeled, {"max_examples": 0}, "max_examples"),
     (_labeled, {"dataset": data.EMBEDDED}, "no labels"),
+    (_directory, {"directory": ".", "image_size": 0}, "image_size"),
 ])
 def test_invalid_arguments(make, kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -450,10 +450,12 @@ def test_unknown_dataset(make):
     make("no_such_dataset")
 
 
-@pytest.mark.parametrize("make", [_train, _eval, _labeled])
-def test_folder_that_is_not_a_directory(make, tmp_path):
+@pytest.mark.parametrize("make, prefix", [
+    (_train, "folder:"), (_eval, "folder:"), (_labeled, "folder:"),
+    (_directory, "")])
+def test_folder_that_is_not_a_directory(make, prefix, tmp_path):
   with pytest.raises(ValueError, match="is not a directory"):
-    make(f"folder:{tmp_path}/missing")
+    make(f"{prefix}{tmp_path}/missing")
 
 
 def test_tfds_without_validation_or_test_split():
@@ -472,15 +474,16 @@ def test_labeled_tfds_needs_image_and_class_label():
 
 
 def test_folder_without_enough_images(tmp_path):
-  with pytest.raises(ValueError, match="No image files"):
-    _train(f"folder:{tmp_path}")
-  _write_png(str(tmp_path / "only.png"), np.zeros((4, 4, 3), np.uint8))
+  for make, prefix in ((_train, "folder:"), (_directory, "")):
+    with pytest.raises(ValueError, match="No image files"):
+      make(f"{prefix}{tmp_path}")
+  helpers.write_png(str(tmp_path / "only.png"), np.zeros((4, 4, 3), np.uint8))
   with pytest.raises(ValueError, match="at least two"):
     _train(f"folder:{tmp_path}")
 
 
 def test_labeled_folder_needs_two_classes(tmp_path):
-  _write_png(str(tmp_path / "cat" / "0.png"), np.zeros((4, 4, 3), np.uint8))
+  helpers.write_png(str(tmp_path / "cat" / "0.png"), np.zeros((4, 4, 3), np.uint8))
   with pytest.raises(ValueError, match="at least two"):
     _labeled(f"folder:{tmp_path}")
 
@@ -488,13 +491,3 @@ def test_labeled_folder_needs_two_classes(tmp_path):
 def test_labeled_batches_needs_positive_batch_size():
   with pytest.raises(ValueError, match="batch_size"):
     _labeled(max_examples=4).batches(0)
-
-
-def test_directory_eval_errors(tmp_path):
-  with pytest.raises(ValueError, match="is not a directory"):
-    _directory_images(str(tmp_path / "missing"))
-  with pytest.raises(ValueError, match="No image files"):
-    _directory_images(str(tmp_path))
-  _write_png(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
-  with pytest.raises(ValueError, match="image_size"):
-    _directory_images(str(tmp_path), 0)

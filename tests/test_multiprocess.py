@@ -20,12 +20,11 @@ The six processes (2×2, 1×4 and 1×1 at once, then the resumed 2×2) use
 about 3.5 CPU-minutes: roughly 2 minutes on 2 otherwise idle cores, more on
 a busy machine; ``-k "not resumed"`` leaves out the last two.
 Every process is started by this file, waited for with a timeout (all runs
-together: TIMEOUT_S) and killed on failure. The runs use
-``--xla_backend_optimization_level=0``: it cuts XLA's CPU compile time
-several-fold and applies to every run compared alike.
+together: TIMEOUT_S) and killed on failure. The runs compile as the tests
+do (conftest.py: ``--xla_backend_optimization_level=0``, one compilation
+cache), alike for every run compared.
 """
 
-import json
 import os
 import re
 import shutil
@@ -38,9 +37,9 @@ import numpy as np
 import pytest
 
 from finola_jax.train import checkpointing
+from tests import helpers
 
 LEARNING_RATE = 2e-3
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 900  # for all the runs of this file together (a loaded machine)
 TINY_FLAGS = [
     "--config.image_size=16", "--config.stride=4", "--config.channels=8",
@@ -68,21 +67,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(devices: int, cache_dir: str) -> dict:
-  env = dict(os.environ)
-  xla_flags = [f for f in env.get("XLA_FLAGS", "").split()
-               if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join(xla_flags + [
-      f"--xla_force_host_platform_device_count={devices}",
-      "--xla_backend_optimization_level=0"])
-  env["JAX_PLATFORMS"] = "cpu"
-  env["CUDA_VISIBLE_DEVICES"] = ""
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  # The resumed run reuses the first 2-process run's compiled programs.
-  env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [REPO] + [p for p in [env.get("PYTHONPATH")] if p])
+def _env(devices: int) -> dict:
+  """conftest's environment (XLA flags, compilation cache) with ``devices``."""
+  env = helpers.program_env()
+  env["XLA_FLAGS"] = " ".join(
+      [f for f in env["XLA_FLAGS"].split()
+       if not f.startswith("--xla_force_host_platform_device_count")] +
+      [f"--xla_force_host_platform_device_count={devices}"])
   return env
 
 
@@ -100,13 +91,13 @@ class Run:
       command += [f"--coordinator_address=127.0.0.1:{_free_port()}",
                   f"--num_processes={processes}"]
     self.procs = []
-    env = _env(devices, os.path.join(root, "compilation_cache"))
+    env = _env(devices)
     try:
       for i, log in enumerate(self.logs):
         flags = [f"--process_id={i}"] if processes > 1 else []
         with open(log, "w") as f:
           self.procs.append(subprocess.Popen(
-              command + flags, cwd=REPO, env=env, stdout=f,
+              command + flags, cwd=helpers.REPO_ROOT, env=env, stdout=f,
               stderr=subprocess.STDOUT))
     except BaseException:
       self.kill()
@@ -148,8 +139,7 @@ class Run:
     return checkpointing.restore_latest_params(self.workdir)
 
   def metrics(self):
-    with open(os.path.join(self.workdir, "metrics.jsonl")) as f:
-      return [json.loads(line) for line in f]
+    return helpers.read_metrics(self.workdir)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,10 @@ import pytest
 from absl import app
 from absl import flags
 
+from experiments import pretrain_masked
 from experiments import reconstruct
 from finola_jax.train import checkpointing
 from tests import helpers
-from tests.helpers import compilation_cache  # pylint: disable=unused-import (fixture)
-
-pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 STEPS = helpers.STEPS  # A checkpoint every 4 steps.
 CHECKPOINTS = [4, 8, 12]
@@ -92,8 +90,13 @@ def test_eval_only_without_a_run(tmp_path):
   assert not os.listdir(tmp_path)  # Evaluating writes nothing.
 
 
-# Each: config overrides of TINY_RUN, and the key the error must name.
-CONFIG_ERRORS = [
+def _config_errors(program, cases):
+  return [(program, helpers.override_flags(**overrides), app.UsageError, key)
+          for overrides, key in cases]
+
+
+# Each: (program, arguments after --workdir, error, what it must name).
+COMMAND_LINE_ERRORS = _config_errors(reconstruct, [
     (dict(batch_size=6), "config.batch_size"),  # 4 devices.
     (dict(batch_size=0), "config.batch_size"),
     (dict(stride=3), "config.stride"),
@@ -115,40 +118,43 @@ CONFIG_ERRORS = [
     (dict(checkpoint_every=0), "config.checkpoint_every"),
     (dict(keep_checkpoints=0), "config.keep_checkpoints"),
     (dict(task="masked"), "config.task"),
+]) + _config_errors(pretrain_masked, [
+    (dict(image_size=12, stride=4, encoder_depth=2), "config.image_size"),
+    (dict(stride=4, encoder_depth=1), "config.encoder_depth"),
+    (dict(mask_ratio=1.0), "config.mask_ratio"),
+    (dict(mask_ratio=0.0), "config.mask_ratio"),
+    (dict(norm_pix_loss=True, patch_size=5), "config.patch_size"),
+    (dict(norm_pix_loss=True, patch_size=0), "config.patch_size"),
+    (dict(masking="bogus"), "config.masking"),
+    (dict(extrapolation="bogus"), "config.extrapolation"),
+    (dict(task="reconstruction"), "config.task"),
+]) + [
+    (reconstruct, ["--eval_dir=/no/such/directory"], app.UsageError,
+     "--eval_dir"),
+    (reconstruct, ["--num_processes=2"], app.UsageError,
+     "--coordinator_address"),
+    (reconstruct, ["--coordinator_address=localhost:1", "--num_processes=2",
+                   "--process_id=2"], app.UsageError, "--process_id"),
+    (reconstruct, ["stray"], app.UsageError, "stray"),
+    (reconstruct, ["--config.steps=many"], flags.Error, "config.steps"),
+    (reconstruct, ["--config.chanels=8"], AttributeError,
+     'Did you mean "channels"'),
+    (reconstruct, ["--config=/no/such/config.py"], OSError,
+     "/no/such/config.py"),
 ]
 
 
-@pytest.mark.parametrize("overrides, key", CONFIG_ERRORS)
-def test_config_errors_name_the_key(tmp_path, overrides, key):
-  with pytest.raises(app.UsageError, match=re.escape(key)):
-    run(tmp_path / "run", **overrides)
+@pytest.mark.parametrize("program, args, error, message", COMMAND_LINE_ERRORS)
+def test_command_line_errors_name_the_flag(tmp_path, program, args, error,
+                                           message):
+  with pytest.raises(error, match=re.escape(message)):
+    helpers.run_program(program, [f"--workdir={tmp_path / 'run'}", *args])
   assert not os.path.exists(tmp_path / "run")  # Refused before any work.
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--eval_dir=/no/such/directory"], "--eval_dir"),
-    (["--num_processes=2"], "--coordinator_address"),
-    (["--coordinator_address=localhost:1", "--num_processes=2",
-      "--process_id=2"], "--process_id"),
-    (["stray"], "stray"),
-])
-def test_usage_errors_name_the_flag(tmp_path, args, flag):
-  with pytest.raises(app.UsageError, match=flag):
-    run(tmp_path / "run", *args)
-  assert not os.path.exists(tmp_path / "run")
-
-
-@pytest.mark.parametrize("args, error, flag", [
-    (["--workdir={}", "--config.steps=many"], flags.Error, "config.steps"),
-    (["--workdir={}", "--config.chanels=8"], AttributeError,
-     'Did you mean "channels"'),
-    (["--workdir={}", "--config=/no/such/config.py"], OSError,
-     "/no/such/config.py"),
-    ([], flags.Error, "--workdir"),
-])
-def test_invalid_command_lines_name_the_flag(tmp_path, args, error, flag):
-  with pytest.raises(error, match=re.escape(flag)):
-    helpers.run_program(reconstruct, [a.format(tmp_path) for a in args])
+def test_missing_workdir():
+  with pytest.raises(flags.Error, match="--workdir"):
+    helpers.run_program(reconstruct, [])
 
 
 def test_diverging_run_stops_cleanly(tmp_path):
@@ -171,14 +177,15 @@ def test_diverging_run_stops_cleanly(tmp_path):
              if "train/loss" in r)
 
 
-def test_killed_run_resumes(tmp_path, compilation_cache):
+def test_killed_run_resumes(tmp_path, caplog):
   helpers.check_kill_and_resume(reconstruct, helpers.tiny_config(),
-                                str(tmp_path), compilation_cache)
+                                str(tmp_path), caplog)
 
 
 MEMORY_CHECK = """
 import json, os, sys, threading, time
 from tests import helpers
+from experiments import pretrain_masked
 from experiments import reconstruct
 
 def resident_mib():
@@ -204,8 +211,7 @@ for directory in (small, large):  # The first compiles and warms up.
 """
 
 
-def test_eval_only_streams_a_folder_larger_than_its_memory(tmp_path,
-                                                           compilation_cache):
+def test_eval_only_streams_a_folder_larger_than_its_memory(tmp_path):
   """--eval_only --eval_dir on 1,024 images of 192×192 (432 MiB decoded as
   float32) raises the evaluating process's resident memory by less than
   96 MiB, and scores as a folder of its four distinct images does. (Holding
@@ -227,7 +233,7 @@ def test_eval_only_streams_a_folder_larger_than_its_memory(tmp_path,
   out = subprocess.run(
       [sys.executable, "-c", MEMORY_CHECK, workdir, small, large],
       capture_output=True, text=True, cwd=helpers.REPO_ROOT,
-      env=helpers.program_env(compilation_cache))
+      env=helpers.program_env())
   assert out.returncode == 0, out.stderr[-3000:]
   small_result, large_result = map(json.loads, out.stdout.splitlines())
   assert large_result["num_images"] == count

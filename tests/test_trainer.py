@@ -30,10 +30,6 @@ from finola_jax.train import step as step_lib
 from finola_jax.train import trainer
 from finola_jax.train import writers
 from tests import helpers
-from tests.helpers import compilation_cache  # pylint: disable=unused-import (fixture)
-
-# Runs with the same settings load their compiled steps instead of compiling.
-pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 SIZE = helpers.TINY_MODEL["image_size"]
 # The autoencoder with the fewest layers (no downsampling, no upsampling):
@@ -257,12 +253,8 @@ def resumed_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("resume")
   config = _config(eval_every=3, **SMALLEST)
   straight, interrupted = str(root / "straight"), str(root / "interrupted")
-  images = []  # What TensorBoard got, besides the PNG files.
-  write_images = writers.metric_writers.MultiWriter.write_images
-  with mock.patch.object(
-      writers.metric_writers.MultiWriter, "write_images",
-      lambda self, step, values: (images.append(values["eval"][0]),
-                                  write_images(self, step, values))):
+  with mock.patch.object(writers.metric_writers.MultiWriter, "write_images",
+                         autospec=True) as tensorboard:
     trainer.train_and_evaluate(config, straight)
 
   save = checkpointing.save
@@ -279,7 +271,7 @@ def resumed_runs(tmp_path_factory):
   assert helpers.train_loss_steps(interrupted) == [1, 2, 3]
   final = trainer.train_and_evaluate(config, interrupted)
   assert set(final) == {"psnr", "ssim"}
-  return config, straight, interrupted, images
+  return config, straight, interrupted, tensorboard.call_args.args[2]["eval"][0]
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(resumed_runs):
@@ -287,10 +279,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(resumed_runs):
   for workdir in (straight, interrupted):
     assert helpers.checkpoint_steps(workdir) == [3, 6]
     assert helpers.train_loss_steps(workdir) == list(range(1, 7))
-  step, expected = checkpointing.restore_latest_params(straight)
-  assert step == 6
-  step, actual = checkpointing.restore_latest_params(interrupted)
-  assert step == 6
+  (step, expected), (other_step, actual) = map(
+      checkpointing.restore_latest_params, (straight, interrupted))
+  assert step == other_step == 6
   helpers.assert_trees_equal(actual, expected)
   # The resumed steps saw the same batches: the same losses.
   losses = [{r["step"]: r["train/loss"] for r in helpers.read_metrics(w)
@@ -301,7 +292,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(resumed_runs):
 def test_summaries_config_and_pictures(resumed_runs):
   """metrics.jsonl: a JSON object with a step per line; config.json: the
   config; PNG grids (the same as in TensorBoard) enlarged and labelled."""
-  config, workdir, _, tensorboard_images = resumed_runs
+  config, workdir, _, tensorboard_image = resumed_runs
   records = helpers.read_metrics(workdir)
   train = [r for r in records if "train/loss" in r]
   evals = [r for r in records if "eval/psnr" in r]
@@ -316,7 +307,7 @@ def test_summaries_config_and_pictures(resumed_runs):
   assert pictures == ["eval_0000003.png", "eval_0000006.png"]
   with Image.open(os.path.join(workdir, "images", pictures[-1])) as png:
     grid = np.asarray(png, np.float32) / 255
-  np.testing.assert_allclose(grid, tensorboard_images[-1], atol=0.5 / 255)
+  np.testing.assert_allclose(grid, tensorboard_image, atol=0.5 / 255)
   factor = writers.MIN_CELL_SIZE // SIZE  # 16 px images shown at 128 px.
   cell, gutter = factor * SIZE, 4
   label = grid.shape[0] - config.num_images * (cell + gutter) + gutter
@@ -364,11 +355,7 @@ def _truncate(directory):
 def test_unreadable_newest_checkpoint_falls_back(tmp_path, resumed_runs, caplog):
   config, straight, _, _ = resumed_runs
   caplog.set_level(logging.INFO, logger="absl")
-  workdir = str(tmp_path / "run")
-  os.makedirs(workdir)
-  shutil.copy(os.path.join(straight, "config.json"), workdir)
-  shutil.copytree(os.path.join(straight, "checkpoints"),
-                  os.path.join(workdir, "checkpoints"))
+  workdir = shutil.copytree(straight, str(tmp_path / "run"))
   _truncate(os.path.join(workdir, "checkpoints", "6"))
 
   config = trainer.evaluation_config(workdir)
