@@ -87,7 +87,8 @@ def main(argv):
   print(f"| decoder | stride | C | batch | images/s | step ms | GFLOP/step | "
         f"GFLOP/s | matmul GFLOP/s | fraction |\n|---|---|---|---|---|---|---|---|---|---|\n"
         f"| {config.decoder} | {config.stride} | {config.channels} | "
-        f"{config.batch_size} | {config.batch_size / step_s:.1f} | {1e3 * step_s:.1f} | {flops / 1e9:.2f} | "
+        f"{config.batch_size} | {config.batch_size / step_s:.1f} | "
+        f"{1e3 * step_s:.1f} | {flops / 1e9:.2f} | "
         f"{step_rate:.1f} | {matmul_rate:.1f} | {step_rate / matmul_rate:.2f} |")
   print(f"({devices} device(s), {jax.devices()[0].platform}, precision "
         f"{config.precision})")

@@ -1,9 +1,6 @@
 """Test configuration, set before jax is imported (subprocesses inherit it).
 
 * 4 forced CPU devices.
-* ``--xla_backend_optimization_level=0``: LLVM compiles the same XLA programs
-  without optimizing them (no fast math either way: the same results), in a
-  fraction of the time; the tests' programs are tiny, compiling dominates.
 * One persistent compilation cache per session: a program compiled by one
   test or process (a killed run, its resumption) is loaded by the others.
 """
@@ -15,8 +12,7 @@ import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""),
-     "--xla_force_host_platform_device_count=4",
-     "--xla_backend_optimization_level=0"]).strip()
+     "--xla_force_host_platform_device_count=4"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep TensorFlow off GPUs

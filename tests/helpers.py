@@ -205,8 +205,8 @@ def mock_tfds(data_dir: str) -> Iterator[str]:
 
 
 def program_env() -> Dict[str, str]:
-  """The environment of program subprocesses: this one's (devices, XLA flags
-  and compilation cache from conftest) with the repository on the path."""
+  """The environment of program subprocesses: this one's (devices and
+  compilation cache from conftest) with the repository on the path."""
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")])
   return env

@@ -20,9 +20,10 @@ The six processes (2×2, 1×4 and 1×1 at once, then the resumed 2×2) use
 about 3.5 CPU-minutes: roughly 2 minutes on 2 otherwise idle cores, more on
 a busy machine; ``-k "not resumed"`` leaves out the last two.
 Every process is started by this file, waited for with a timeout (all runs
-together: TIMEOUT_S) and killed on failure. The runs compile as the tests
-do (conftest.py: ``--xla_backend_optimization_level=0``, one compilation
-cache), alike for every run compared.
+together: TIMEOUT_S) and killed on failure. The runs use
+``--xla_backend_optimization_level=0``: it cuts XLA's CPU compile time
+several-fold and applies to every run compared alike; they share the
+session's compilation cache (conftest.py).
 """
 
 import os
@@ -68,12 +69,14 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-  """conftest's environment (XLA flags, compilation cache) with ``devices``."""
+  """conftest's environment (compilation cache) with ``devices``, compiling
+  quickly (see the module doc)."""
   env = helpers.program_env()
   env["XLA_FLAGS"] = " ".join(
       [f for f in env["XLA_FLAGS"].split()
        if not f.startswith("--xla_force_host_platform_device_count")] +
-      [f"--xla_force_host_platform_device_count={devices}"])
+      [f"--xla_force_host_platform_device_count={devices}",
+       "--xla_backend_optimization_level=0"])
   return env
 
 

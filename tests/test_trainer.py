@@ -370,7 +370,8 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path, resumed_runs, caplog)
   assert "Resuming from the checkpoint at step 3" in caplog.text
   assert helpers.checkpoint_steps(workdir) == [3, 6]
   set_aside = os.path.join(workdir, "checkpoints_unreadable", "6")
-  assert os.path.isdir(set_aside) and f"to {os.path.dirname(set_aside)}" in caplog.text
+  assert os.path.isdir(set_aside)
+  assert f"to {os.path.dirname(set_aside)}" in caplog.text
   _, expected = checkpointing.restore_latest_params(straight)
   _, actual = checkpointing.restore_latest_params(workdir)
   helpers.assert_trees_equal(actual, expected)

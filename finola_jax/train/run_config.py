@@ -2,8 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 """An experiment's config: checks, ``WORKDIR/config.json`` and resuming.
 
-A run writes its whole config to ``WORKDIR/config.json``. Resuming, ``--eval_only``
-and the probe read it back. A resumed run must have the same config except
+A run writes its whole config to ``WORKDIR/config.json``. Resuming,
+``--eval_only`` and the probe read it back. A resumed run must have the same config except
 for :data:`RUNTIME_KEYS` — when and how much it logs, evaluates, checkpoints
 and draws, where the data lives, and which kernel runs the unroll — which
 change neither the checkpoint nor the optimization.

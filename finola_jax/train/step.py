@@ -79,7 +79,8 @@ class Task(abc.ABC):
     """Columns of ``[b, H, W, 3]`` images (``visualization_columns``)."""
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def create_optimizer(
+    config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.learning_rate,
