@@ -8,14 +8,13 @@ stateless apart from its parameters, so one ``TrainState`` serves all.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-import finola_jax
 
 Dtype = Any
 
@@ -135,8 +134,25 @@ def check_autoregression(kind: str) -> bool:
   return kind == "finola"
 
 
-def unroll_matrices(q, matrices, height, width, *, path, normalized, dtype):
-  """``finola_jax.unroll`` with the module's matrices, in ``dtype``."""
+def autoregress(function, x, matrices, height: int, width: int, *,
+                config, normalized: bool, **options):
+  """``function(x, A, B, height, width, ...)`` for ``finola_jax.unroll`` or
+  ``finola_jax.extrapolate``, in the config's compute dtype and precision.
+
+  The one place the models call the core. ``config.matmul_precision`` is
+  applied as JAX's default matmul precision while the walk is traced, and
+  only the XLA walk exists: when the core takes ``precision=`` and
+  ``implementation=``, pass ``config.matmul_precision`` and
+  ``config.unroll_implementation`` to ``function`` here instead.
+  """
+  if config.unroll_implementation not in ("auto", "xla"):
+    raise ValueError(
+        f"config.unroll_implementation={config.unroll_implementation!r} needs "
+        "a finola_jax core with that implementation; this one has 'xla'.")
+  dtype = jnp.dtype(config.precision)
   A, B = matrices
-  return finola_jax.unroll(q.astype(dtype), A.astype(dtype), B.astype(dtype),
-                           height, width, path=path, normalized=normalized)
+  precision = (jax.default_matmul_precision(config.matmul_precision)
+               if config.matmul_precision else contextlib.nullcontext())
+  with precision:
+    return function(x.astype(dtype), A.astype(dtype), B.astype(dtype),
+                    height, width, normalized=normalized, **options)
