@@ -121,6 +121,11 @@ def test_matmul_precision_and_implementation_reach_the_unroll():
     jaxpr = str(jax.make_jaxpr(task.reconstruct)(
         params, np.zeros((1, 16, 16, 3), np.float32)))
     assert ("Precision.HIGHEST" in jaxpr) == expected, precision
-  task = tasks.create_task(helpers.tiny_config(unroll_implementation="pallas"))
-  with pytest.raises(ValueError, match="unroll_implementation='pallas'"):
-    jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  for implementation, expected in (("xla", False), ("pallas", True)):
+    # The kernel takes C in multiples of 16.
+    task = tasks.create_task(helpers.tiny_config(
+        channels=16, unroll_implementation=implementation))
+    params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+    jaxpr = str(jax.make_jaxpr(task.reconstruct)(
+        params, np.zeros((1, 16, 16, 3), np.float32)))
+    assert ("pallas_call" in jaxpr) == expected, implementation

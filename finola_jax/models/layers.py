@@ -8,7 +8,6 @@ stateless apart from its parameters, so one ``TrainState`` serves all.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Optional
 
@@ -139,20 +138,13 @@ def autoregress(function, x, matrices, height: int, width: int, *,
   """``function(x, A, B, height, width, ...)`` for ``finola_jax.unroll`` or
   ``finola_jax.extrapolate``, in the config's compute dtype and precision.
 
-  The one place the models call the core. ``config.matmul_precision`` is
-  applied as JAX's default matmul precision while the walk is traced, and
-  only the XLA walk exists: when the core takes ``precision=`` and
-  ``implementation=``, pass ``config.matmul_precision`` and
-  ``config.unroll_implementation`` to ``function`` here instead.
+  The one place the models call the core: ``config.matmul_precision`` (None
+  for JAX's default) and ``config.unroll_implementation`` ("auto", "xla" or
+  "pallas") reach every walk step from here.
   """
-  if config.unroll_implementation not in ("auto", "xla"):
-    raise ValueError(
-        f"config.unroll_implementation={config.unroll_implementation!r} needs "
-        "a finola_jax core with that implementation; this one has 'xla'.")
   dtype = jnp.dtype(config.precision)
   A, B = matrices
-  precision = (jax.default_matmul_precision(config.matmul_precision)
-               if config.matmul_precision else contextlib.nullcontext())
-  with precision:
-    return function(x.astype(dtype), A.astype(dtype), B.astype(dtype),
-                    height, width, normalized=normalized, **options)
+  return function(x.astype(dtype), A.astype(dtype), B.astype(dtype),
+                  height, width, normalized=normalized,
+                  precision=config.matmul_precision,
+                  implementation=config.unroll_implementation, **options)
