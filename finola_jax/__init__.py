@@ -9,7 +9,9 @@ Every image, in a learned latent space, is a first-order autoregression::
     ẑ = (z − mean(z)) / sqrt(var(z) + eps)     # over the C channels
 
 This package holds the autoregression and its PDE analysis as pure JAX
-functions; it imports only jax, numpy and chex. The training stack lives in
+functions; it imports only jax and numpy (the fused Pallas kernel,
+``finola_jax.walk_kernel``, is imported when a walk first uses it). The
+training stack lives in
 ``finola_jax.models``, ``finola_jax.data`` and ``finola_jax.train`` (extra
 ``[train]``).
 """
@@ -18,6 +20,7 @@ from finola_jax.core import CORNERS
 from finola_jax.core import PATHS
 from finola_jax.core import extrapolate
 from finola_jax.core import normalize
+from finola_jax.core import select_implementation
 from finola_jax.core import unroll
 from finola_jax.wave import pde_residual
 from finola_jax.wave import wave_basis
@@ -31,6 +34,7 @@ __all__ = (
     "extrapolate",
     "normalize",
     "pde_residual",
+    "select_implementation",
     "unroll",
     "wave_basis",
     "wave_speeds",

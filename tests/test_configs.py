@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from absl import flags
 
+from experiments import bench_memory
+from experiments import bench_train
 from experiments import linear_probe
 from finola_jax import tasks
 from finola_jax.train import run_config
@@ -129,3 +131,23 @@ def test_matmul_precision_and_implementation_reach_the_unroll():
     jaxpr = str(jax.make_jaxpr(task.reconstruct)(
         params, np.zeros((1, 16, 16, 3), np.float32)))
     assert ("pallas_call" in jaxpr) == expected, implementation
+
+
+def test_bench_memory_compiles_the_train_step_of_a_config():
+  config = helpers.tiny_config(**{"stride": 1, "encoder_depth": 0})
+  temps = [bench_memory.train_step_memory(config, batch).temp_size_in_bytes
+           for batch in (2, 8)]
+  # Activations grow with the batch, at least by the 6 maps of 16×16×8
+  # float32 the added examples' feature maps alone take.
+  assert temps[1] - temps[0] >= 6 * 16 * 16 * 8 * 4, temps
+
+
+def test_bench_train_counts_the_unroll_analytically():
+  config = helpers.tiny_config(stride=1, channels=8)
+  # 255 new positions of a 16×16 map, one 8×8 matvec each, ×3 for the
+  # backward pass.
+  assert bench_train.unroll_flops(config) == 3 * 255 * 2 * 8**2
+  config.path = "average"
+  assert bench_train.unroll_flops(config) == 2 * 3 * 255 * 2 * 8**2
+  config.decoder = "dense"
+  assert bench_train.unroll_flops(config) == 0

@@ -917,14 +917,19 @@ class ImplementationTest(_Base):
       select = fj.core.select_implementation
       self.assertEqual(select("auto", jnp.bfloat16, 256, 2**20),
                        ("pallas", False))
-      self.assertEqual(select("auto", jnp.float32, 100, 64), ("xla", False))
-      self.assertEqual(select("xla", jnp.float32, 256, 64), ("xla", False))
+      self.assertEqual(select("auto", jnp.float16, 100, 64), ("xla", False))
+      self.assertEqual(select("xla", jnp.bfloat16, 256, 64), ("xla", False))
+      # float32 walks are faster as scans: the kernel is not asked.
+      self.assertEqual(select("auto", jnp.float32, 256, 64), ("xla", False))
       # The largest canvas of a call is its map: 2·3·4·5·96 elements.
       jax.eval_shape(functools.partial(fj.unroll, height=4, width=5),
-                     jnp.zeros((2, 3, 96)), jnp.eye(96), jnp.eye(96))
+                     jnp.zeros((2, 3, 96), jnp.bfloat16),
+                     jnp.eye(96, dtype=jnp.bfloat16),
+                     jnp.eye(96, dtype=jnp.bfloat16))
     self.assertEqual(asked, [(jnp.dtype(jnp.bfloat16), 256, 2**20),
-                             (jnp.dtype(jnp.float32), 100, 64),
-                             (jnp.dtype(jnp.float32), 96, 2 * 3 * 4 * 5 * 96)])
+                             (jnp.dtype(jnp.float16), 100, 64),
+                             (jnp.dtype(jnp.bfloat16), 96,
+                              2 * 3 * 4 * 5 * 96)])
 
   def test_auto_and_xla_agree(self):
     q, A, B = (x.astype(np.float32) for x in _problem(61, (2,), 4))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from unittest import mock
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -417,3 +418,27 @@ print(float(step.unreplicate(metrics)["finite"]))
                        text=True, cwd=helpers.REPO_ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip() == "1.0"
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("reconstruct", SMALLEST),
+    ("pretrain_masked", dict(masking="quadrant")),
+])
+def test_decoding_in_chunks_changes_no_loss_or_gradient(name, overrides):
+  """``decoder_chunk`` (scan + remat of the decoder) only saves memory."""
+  images = jax.random.uniform(jax.random.PRNGKey(1), (4, SIZE, SIZE, 3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 4)
+  results = []
+  # 3 does not divide the batch of 4: chunks of 2.
+  for chunk in (0, 3):
+    task = tasks.create_task(helpers.tiny_config(name, decoder_chunk=chunk,
+                                                 **overrides))
+    params = helpers.initial_params(task)
+    results.append(jax.jit(jax.value_and_grad(task.loss, has_aux=True))(
+        params, {"image": images}, keys))
+  (plain, _), plain_grads = results[0]
+  (chunked, _), chunked_grads = results[1]
+  chex.assert_trees_all_equal_structs(plain_grads, chunked_grads)
+  np.testing.assert_allclose(chunked, plain, rtol=1e-5)
+  chex.assert_trees_all_close(chunked_grads, plain_grads, rtol=1e-4,
+                              atol=1e-6)

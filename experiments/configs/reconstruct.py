@@ -47,6 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
   # or "highest".
   config.matmul_precision = config_dict.placeholder(str)
   config.unroll_implementation = "auto"
+  # Memory: decode this many examples at a time, recomputing the decoder in
+  # the backward pass (0: the whole per-device batch at once). Same values
+  # and gradients; at stride 1 it keeps the decoder's full-resolution
+  # activations of one chunk alive instead of the batch's.
+  config.decoder_chunk = 0
 
   # Optimization: AdamW, linear warm-up then cosine decay to 1 % of the peak,
   # after clipping the global gradient norm.

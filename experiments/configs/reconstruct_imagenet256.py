@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder_depth = 5
   config.decoder_width = 64
   config.precision = "bfloat16"
+  # One example's decoder activations at a time: batch 32 per device then
+  # compiles to 14.5 GiB of temporaries (README, "Memory").
+  config.decoder_chunk = 1
   config.steps = 300_000
   config.batch_size = 256
   config.learning_rate = 1e-3

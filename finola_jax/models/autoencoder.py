@@ -65,4 +65,6 @@ class Autoencoder(nn.Module):
         normalized=self.config.decoder == "finola", path=self.config.path)
 
   def __call__(self, images):
-    return self.upsampler(self.feature_map(self.encode(images)))
+    return layers.decode_in_chunks(self.upsampler,
+                                   self.feature_map(self.encode(images)),
+                                   self.config.decoder_chunk)

@@ -8,6 +8,7 @@ stateless apart from its parameters, so one ``TrainState`` serves all.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional
 
@@ -104,6 +105,88 @@ class Upsampler(nn.Module):
     x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
     pixels = nn.Conv(3, (3, 3), dtype=self.dtype)(x)
     return pixels.astype(jnp.float32) + 0.5  # centred on mid-grey
+
+
+def decode_in_chunks(upsampler: Upsampler, feature_map, chunk: int):
+  """``upsampler(feature_map)``, ``chunk`` examples at a time, rematerialized.
+
+  At stride 1 the first convolution reads a ``[B, H, W, C]`` map with
+  ``C ≥ 1024``: its activations and gradients are, after the map itself,
+  the largest buffers of the train step. Here a loop decodes one chunk of
+  the batch after another and saves nothing for the backward pass, whose
+  loop recomputes each chunk's decoder and takes its vector-Jacobian
+  product: one chunk's activations are alive at a time, for one more
+  decoder forward pass. Values and gradients are those of
+  ``upsampler(feature_map)``; the parameters keep their names.
+
+  Args:
+    upsampler: the decoder, a submodule of the caller.
+    feature_map: ``[B, h, w, C]``.
+    chunk: examples per chunk; ``0`` (or ``≥ B``) decodes the whole batch at
+      once. Chunks are the largest divisor of ``B`` not above ``chunk``.
+
+  Returns:
+    ``[B, s·h, s·w, 3]``, as ``upsampler(feature_map)``.
+  """
+  batch = feature_map.shape[0]
+  if not chunk or chunk >= batch or upsampler.is_initializing():
+    return upsampler(feature_map)
+  size = max(d for d in range(1, chunk + 1) if batch % d == 0)
+  unbound = upsampler.clone(parent=None)
+  return _decode_chunks(unbound.apply, size, upsampler.variables, feature_map)
+
+
+def _to_storage(x):
+  # 16-bit maps cross the loops as uint16: XLA's CPU backend has no 16-bit
+  # float dynamic-slice, and converted the whole map to float32 outside the
+  # loop (two float32 copies of the map) to slice it.
+  return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
+
+
+def _from_storage(x, dtype):
+  return jax.lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
+
+
+def _in_chunks(x, size):
+  return x.reshape((x.shape[0] // size, size) + x.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _decode_chunks(apply, size, variables, feature_map):
+  """``apply(variables, feature_map)`` in a loop over chunks of ``size``."""
+  def decode(carry, chunk_map):
+    return carry, apply(variables, _from_storage(chunk_map, feature_map.dtype))
+
+  _, pixels = jax.lax.scan(decode, None,
+                           _in_chunks(_to_storage(feature_map), size))
+  return pixels.reshape((feature_map.shape[0],) + pixels.shape[2:])
+
+
+def _decode_chunks_forward(apply, size, variables, feature_map):
+  return (_decode_chunks(apply, size, variables, feature_map),
+          (variables, feature_map))
+
+
+def _decode_chunks_backward(apply, size, residuals, cotangent):
+  variables, feature_map = residuals
+
+  def backward(d_variables, chunk):
+    chunk_map, chunk_cotangent = chunk
+    _, vjp = jax.vjp(apply, variables,
+                     _from_storage(chunk_map, feature_map.dtype))
+    d_chunk_variables, d_chunk_map = vjp(chunk_cotangent)
+    return (jax.tree_util.tree_map(jnp.add, d_variables, d_chunk_variables),
+            _to_storage(d_chunk_map))
+
+  d_variables, d_map = jax.lax.scan(
+      backward, jax.tree_util.tree_map(jnp.zeros_like, variables),
+      (_in_chunks(_to_storage(feature_map), size),
+       _in_chunks(cotangent, size)), reverse=True)
+  return d_variables, _from_storage(d_map.reshape(feature_map.shape),
+                                    feature_map.dtype)
+
+
+_decode_chunks.defvjp(_decode_chunks_forward, _decode_chunks_backward)
 
 
 class FinolaMatrices(nn.Module):

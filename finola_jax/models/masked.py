@@ -146,7 +146,7 @@ class MaskedFinola(nn.Module):
     The encoder only ever receives the visible quadrant.
     """
     block = self.encoder(select(quadrant_views(images), corners))
-    return self.upsampler(self.complete_from_corner(block, corners))
+    return self.decode(self.complete_from_corner(block, corners))
 
   def predict_from_patches(self, images, visible):
     """Pixels predicted from the visible patches.
@@ -164,7 +164,12 @@ class MaskedFinola(nn.Module):
         finola_jax.unroll, q, self.matrices(), self.map_size, self.map_size,
         config=self.config, path=self.config.path,
         normalized=layers.check_autoregression(self.config.extrapolation))
-    return self.upsampler(feature_map)
+    return self.decode(feature_map)
+
+  def decode(self, feature_map):
+    """The map ``[B, h, w, C]`` → pixels (``config.decoder_chunk`` at a time)."""
+    return layers.decode_in_chunks(self.upsampler, feature_map,
+                                   self.config.decoder_chunk)
 
   def __call__(self, images, corners):
     """Quadrant masking; the entry point used for initialization."""

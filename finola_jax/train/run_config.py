@@ -20,8 +20,8 @@ from etils import epath
 
 # Keys a resumed run (or --eval_only) may change.
 RUNTIME_KEYS = frozenset({
-    "checkpoint_every", "data_dir", "eval_every", "keep_checkpoints",
-    "log_every", "num_images", "unroll_implementation",
+    "checkpoint_every", "data_dir", "decoder_chunk", "eval_every",
+    "keep_checkpoints", "log_every", "num_images", "unroll_implementation",
 })
 PRECISIONS = ("float32", "bfloat16")
 MATMUL_PRECISIONS = (None, "default", "high", "highest")
@@ -68,6 +68,8 @@ def validate_model(config: ml_collections.ConfigDict) -> None:
         config.decoder_width)
   check(config.matrix_init_scale > 0, "matrix_init_scale", "be > 0",
         config.matrix_init_scale)
+  check(config.decoder_chunk >= 0, "decoder_chunk", "be >= 0 (0: no chunks)",
+        config.decoder_chunk)
   check_choice(config, "path", PATHS)
   check_choice(config, "precision", PRECISIONS)
   check_choice(config, "matmul_precision", MATMUL_PRECISIONS)
