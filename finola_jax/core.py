@@ -422,8 +422,9 @@ def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
       everywhere.
     implementation: ``"xla"`` (``jax.lax.scan`` loops), ``"pallas"`` (the
       Pallas GPU kernel; interpreted, slowly, off a CUDA GPU) or ``"auto"``
-      (the kernel on a CUDA GPU where it supports the dtype and ``C``, else
-      XLA), decided when traced.
+      (the kernel on a CUDA GPU for bfloat16/float16 maps whose ``C`` and
+      size it supports, else XLA: in float32 the scans are faster), decided
+      when traced.
 
   Returns:
     ``[..., H, W, C]`` map of dtype ``jnp.result_type(q, A, B)``;
