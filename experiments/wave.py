@@ -2,23 +2,27 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 r"""The PDE view of a trained reconstruction model, as a program.
 
-Reads the latest checkpoint of an ``experiments.reconstruct`` run with a
-``finola`` or ``linear`` decoder and writes to ``WORKDIR/wave/``:
+Reads ``WORKDIR/config.json`` and the latest readable checkpoint of an
+``experiments.reconstruct`` run with a ``finola`` or ``linear`` decoder and
+writes to ``WORKDIR/wave/``:
 
 * ``speeds.png``: the wave speeds, the eigenvalues of ``A B⁻¹``, in the
   complex plane (summary in ``wave.json``);
 * the PDE residuals (:func:`finola_jax.pde_residual`) of the unrolled maps of
-  the validation images, at 1× and at every rendering scale;
-* ``render_k{k}.png`` for k = 2 and 4 (where ``k·image_size <= --max_size``):
+  the first ``--num_images`` validation images, at 1× and at every
+  rendering scale (``wave.json``);
+* ``render_k{k}.png`` for each ``--k`` with ``k·image_size <= --max_size``:
   a resolution-free rendering. The same ``q`` is unrolled with ``step=1/k``
   into a k× larger map and decoded by the same decoder into a k× larger
   image; columns: input | 1× | bicubic k× of the 1× output | FINOLA k× |
   photograph k×. Scores (PSNR/SSIM against the photograph at k×) go to
-  ``wave.json``.
+  ``wave.json``. The rendering needs a stride-1 model for its pixels to
+  match the map's grid; a stride-s model renders too (the upsampler decodes
+  any map size), at k·s pixels per map step.
 
-Example (a stride-1 model trained as in the README)::
+Example (the stride-1 model of the README)::
 
-  python -m experiments.wave --workdir=/tmp/finola_recon_s1
+  python3 -m experiments.wave --workdir=/tmp/finola_recon_s1
 
 Sampling grid of the k× map: pixel ``j`` of a k× image covers the same area
 as the photograph's k× resize and ``jax.image.resize``'s bicubic output,
@@ -33,57 +37,74 @@ zero and the rendering is the model's own reconstruction.
 from __future__ import annotations
 
 import functools
+import io
 import json
-import os
 from typing import Any, Dict, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import matplotlib
+import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
+from etils import epath
 
 import finola_jax
+from finola_jax.data import input_pipeline
 from finola_jax.models import autoencoder
+from finola_jax.models import layers
 from finola_jax.tasks import reconstruction
 from finola_jax.train import checkpointing
+from finola_jax.train import run_config
 from finola_jax.train import writers
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-flags.DEFINE_string("workdir", None, "Workdir of a trained experiments.reconstruct "
-                    "run (finola or linear decoder).", required=True)
-flags.DEFINE_string("dataset", "embedded", "Dataset whose validation split is "
-                    "rendered (as in experiments.reconstruct).")
-flags.DEFINE_string("data_dir", None, "tfds data_dir.")
-flags.DEFINE_list("scales", ["2", "4"], "Rendering scales k.")
-flags.DEFINE_integer("max_size", 256, "Scales whose image side k·image_size "
-                     "exceeds this are skipped.")
-flags.DEFINE_integer("batch_size", 8, "Images rendered at a time.")
-flags.DEFINE_integer("grid_images", 6, "Validation images in each PNG grid.")
 FLAGS = flags.FLAGS
+GRID_IMAGES = 6  # validation images drawn in each PNG grid
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
+  """The run-time options; the model is the workdir's (``config.json``)."""
+  del sys_argv  # No --config: there are no config overrides to read.
+  flags.DEFINE_string("workdir", None, "Workdir of a trained "
+                      "experiments.reconstruct run (finola or linear decoder); "
+                      "results go to WORKDIR/wave/.", required=True,
+                      flag_values=flag_values)
+  flags.DEFINE_list("k", ["2", "4"], "Rendering scales k > 1.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("max_size", 256, "Scales whose image side "
+                       "k·image_size exceeds this are skipped.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_images", 16, "The first this many validation "
+                       "images are rendered and scored.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("batch_size", 8, "Images rendered at a time.",
+                       flag_values=flag_values)
 
 
 # ---------------------------------------------------------------- the run ---
 
 
 def load_run(workdir: str):
-  """The model and latest parameters of an ``experiments.reconstruct`` run.
+  """The model, latest readable parameters and config of a reconstruction run.
 
   Returns:
-    ``(model, params, step)``: the :class:`autoencoder.Autoencoder` described
-    by ``WORKDIR/config.json`` and its checkpointed parameters.
+    ``(model, params, step, config)``: the :class:`autoencoder.Autoencoder`
+    that ``WORKDIR/config.json`` describes and its checkpointed parameters.
+
+  Raises:
+    ValueError: the run's decoder has no matrices ``A``, ``B`` (``dense``).
   """
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
-  model = autoencoder.Autoencoder(**config)
-  if model.decoder not in ("finola", "linear"):
-    raise ValueError(f"{workdir} holds a {model.decoder!r} decoder; the wave view "
-                     "needs the matrices A, B of a 'finola' or 'linear' one.")
+  config = run_config.read(workdir)
+  model = autoencoder.Autoencoder(ml_collections.FrozenConfigDict(config))
+  if config.decoder not in ("finola", "linear"):
+    raise ValueError(f"{workdir} holds a {config.decoder!r} decoder; the wave "
+                     "view needs the matrices A, B of a 'finola' or 'linear' one.")
   step, params = checkpointing.restore_latest_params(workdir)
-  return model, params, step
+  return model, params, step, config
 
 
 def matrices(params) -> tuple[jax.Array, jax.Array]:
@@ -92,18 +113,18 @@ def matrices(params) -> tuple[jax.Array, jax.Array]:
           jnp.asarray(params["matrices"]["B"]))
 
 
-def validation_images(dataset: str, image_size: int,
-                      data_dir: str | None = None) -> np.ndarray:
-  """The validation split at ``image_size``: float32 ``[N, S, S, 3]``.
+def validation_images(config: ml_collections.ConfigDict, image_size: int,
+                      num_images: int) -> np.ndarray:
+  """The first ``num_images`` of the config's validation split at
+  ``image_size``: float32 ``[N, S, S, 3]``.
 
   The same crops at every size (antialiased resizes of the same boxes), so
   the split at ``k·S`` is the photograph at k× of the split at ``S``.
   """
-  from finola_jax.data import input_pipeline  # TensorFlow: only here.
-
   batches = input_pipeline.create_eval_iterator(
-      dataset, image_size=image_size, global_batch_size=1, data_dir=data_dir,
-      process_index=0, process_count=1, local_device_count=1)
+      config.dataset, image_size=image_size, global_batch_size=1,
+      data_dir=config.data_dir, process_index=0, process_count=1,
+      local_device_count=1, max_examples=num_images)
   return np.concatenate([b["image"][0][b["mask"][0] > 0] for b in batches])
 
 
@@ -135,7 +156,7 @@ def speed_summary(A, B) -> Dict[str, Any]:
   }
 
 
-def plot_speeds(A, B, path: str, title: str = "") -> Dict[str, Any]:
+def plot_speeds(A, B, path, title: str = "") -> Dict[str, Any]:
   """Scatters the wave speeds in the complex plane; returns their summary.
 
   Two panels: every speed, and a zoom on those within twice the 90th
@@ -170,9 +191,12 @@ def plot_speeds(A, B, path: str, title: str = "") -> Dict[str, Any]:
       f"{summary['median_abs']:.3g}, cond(B) {summary['condition_number_B']:.3g}",
       fontsize=9)
   figure.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  figure.savefig(path, dpi=110)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=110)
   plt.close(figure)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buffer.getvalue())
   return summary
 
 
@@ -206,14 +230,16 @@ def fine_map(model: autoencoder.Autoencoder, A, B, q, scale: int) -> jax.Array:
   """
   size = model.map_size
   row, col = size // 2, size // 2
-  unroll = functools.partial(finola_jax.unroll, path=model.path,
-                             normalized=model.decoder == "finola")
+  # The model's own numerics (compute dtype, matmul precision, kernel).
+  unroll = functools.partial(
+      layers.autoregress, finola_jax.unroll, matrices=(A, B), config=model.config,
+      normalized=model.config.decoder == "finola", path=model.config.path)
   shift = (scale - 1) / (2 * scale)
   if shift:
     # The map value at (row − shift, col − shift), reached from q as every
     # other cell is: the walks of `path` with a step of `shift`.
-    q = unroll(q, A, B, 2, 2, origin=(1, 1), step=shift)[..., 0, 0, :]
-  return unroll(q, A, B, scale * size, scale * size,
+    q = unroll(q, height=2, width=2, origin=(1, 1), step=shift)[..., 0, 0, :]
+  return unroll(q, height=scale * size, width=scale * size,
                 origin=(scale * row, scale * col), step=1.0 / scale)
 
 
@@ -241,9 +267,13 @@ def bicubic(images, scale: int) -> jax.Array:
 
 
 def _scores(prediction, target) -> Dict[str, float]:
-  quality = reconstruction.image_quality(jnp.asarray(prediction),
-                                         jnp.asarray(target))
+  """Mean PSNR/SSIM of ``prediction`` against ``target``."""
+  quality = _image_quality(jnp.asarray(prediction), jnp.asarray(target))
   return {k: float(jnp.mean(v)) for k, v in quality.items()}
+
+
+# Jitted: dm_pix's SSIM run op by op compiles dozens of small programs.
+_image_quality = jax.jit(reconstruction.image_quality)
 
 
 def _in_batches(fn, images, batch_size):
@@ -273,7 +303,7 @@ def rendering_report(model, params, images, photographs: Mapping[int, np.ndarray
     grid's columns (input | 1× | bicubic k× | FINOLA k× | photograph k×).
   """
   A, B = matrices(params)
-  normalized = model.decoder == "finola"
+  normalized = model.config.decoder == "finola"
   base_map, base = _in_batches(lambda x: render(model, params, x, 1), images,
                                batch_size)
   report: Dict[str, Any] = {"1": _scores(base, images)}
@@ -304,34 +334,54 @@ def rendering_report(model, params, images, photographs: Mapping[int, np.ndarray
 # ------------------------------------------------------------------ main ---
 
 
-def main(argv):
+def analyse(workdir: str, scales: Sequence[int], *, max_size: int = 256,
+            num_images: int = 16, batch_size: int = 8) -> Dict[str, Any]:
+  """Writes ``WORKDIR/wave/`` (see the module docstring); returns ``wave.json``.
+
+  Scales ``k`` with ``k·image_size > max_size`` are skipped (listed under
+  ``skipped_scales``).
+  """
+  model, params, step, config = load_run(workdir)
+  out = epath.Path(workdir) / "wave"
+  A, B = matrices(params)
+  result: Dict[str, Any] = {"checkpoint_step": step, "decoder": config.decoder,
+                            "image_size": config.image_size,
+                            "stride": config.stride, "channels": config.channels}
+  result["speeds"] = plot_speeds(
+      A, B, out / "speeds.png",
+      title=f"{epath.Path(workdir).name} ({config.decoder}), step {step}")
+  result["skipped_scales"] = [k for k in scales
+                              if k * config.image_size > max_size]
+  scales = [k for k in scales if k * config.image_size <= max_size]
+  images = validation_images(config, config.image_size, num_images)
+  photographs = {k: validation_images(config, k * config.image_size, num_images)
+                 for k in scales}
+  result["num_images"] = len(images)
+  result["rendering"], columns = rendering_report(
+      model, params, images, photographs, batch_size=batch_size)
+  for scale, column in columns.items():
+    names = ("input", "1x", f"bicubic {scale}x", f"FINOLA {scale}x",
+             f"photograph {scale}x")
+    grid = writers.image_grid([c[:GRID_IMAGES] for c in column], names)
+    writers.save_png(out / f"render_k{scale}.png", grid)
+  (out / "wave.json").write_text(json.dumps(result, indent=2))
+  return result
+
+
+def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  model, params, step = load_run(FLAGS.workdir)
-  out = os.path.join(FLAGS.workdir, "wave")
-  A, B = matrices(params)
-  result: Dict[str, Any] = {"checkpoint_step": step, "decoder": model.decoder,
-                            "image_size": model.image_size, "stride": model.stride,
-                            "channels": model.channels}
-  result["speeds"] = plot_speeds(
-      A, B, os.path.join(out, "speeds.png"),
-      title=f"{os.path.basename(os.path.normpath(FLAGS.workdir))}, step {step}")
-  scales = [k for k in map(int, FLAGS.scales)
-            if k > 1 and k * model.image_size <= FLAGS.max_size]
-  images = validation_images(FLAGS.dataset, model.image_size, FLAGS.data_dir)
-  photographs = {k: validation_images(FLAGS.dataset, k * model.image_size,
-                                      FLAGS.data_dir) for k in scales}
-  result["rendering"], columns = rendering_report(
-      model, params, images, photographs, batch_size=FLAGS.batch_size)
-  result["num_images"] = len(images)
-  for scale, column in columns.items():
-    grid = writers.image_grid([c[:FLAGS.grid_images] for c in column])
-    writers.save_png(os.path.join(out, f"render_k{scale}.png"), grid)
-  with open(os.path.join(out, "wave.json"), "w") as f:
-    json.dump(result, f, indent=2)
+  scales = [int(k) for k in flag_values.k]
+  if any(k < 2 for k in scales):
+    raise app.UsageError(f"--k={flag_values.k}: every scale must be >= 2.")
+  input_pipeline.hide_accelerators_from_tensorflow()
+  result = analyse(flag_values.workdir, scales, max_size=flag_values.max_size,
+                   num_images=flag_values.num_images,
+                   batch_size=flag_values.batch_size)
   print(json.dumps(result, indent=2))
-  print(f"Written to {out}")
+  print(f"Written to {epath.Path(flag_values.workdir) / 'wave'}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
