@@ -250,7 +250,8 @@ def plot(result: Dict[str, Any], path) -> None:
   rows: List[Dict[str, Any]] = result["rows"]
   counts = sorted({r["channels"] for r in rows})
   sizes = sorted(int(s) for s in result["mean_colour"])
-  figure, panels = plt.subplots(1, len(counts), figsize=(5 * len(counts), 4),
+  figure, panels = plt.subplots(1, len(counts),
+                                figsize=(4.5 * len(counts) + 2, 4.5),
                                 squeeze=False, sharey=True)
   for axes, count in zip(panels[0], counts):
     for split, style in (("val", "-"), ("kodak", ":")):
@@ -267,15 +268,15 @@ def plot(result: Dict[str, Any], path) -> None:
                     label=f"{decoder} ({split})")
     axes.set_xscale("log", base=2)
     axes.set_xticks(sizes, [f"{s}×{s}" for s in sizes])
-    axes.set_xlabel("map side (stride 1): q unrolled side/2 steps each way")
+    axes.set_xlabel("map side (stride 1; q walks side/2 steps each way)")
     axes.set_title(f"C = {count}", fontsize=10)
     axes.grid(alpha=0.3)
   panels[0][0].set_ylabel("PSNR (dB)")
-  panels[0][-1].legend(fontsize=7, loc="best")
+  panels[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
   steps = rows[0]["steps"] if rows else 0
   batch = rows[0]["batch_size"] if rows else 0
-  figure.suptitle(f"Reconstruction from one vector against unroll length "
-                  f"({steps} steps, batch {batch})", fontsize=10)
+  figure.suptitle(f"Reconstruction PSNR against unroll length ({steps} steps, "
+                  f"batch {batch})", fontsize=10)
   figure.tight_layout()
   path = epath.Path(path)
   with path.open("wb") as f:

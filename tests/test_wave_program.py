@@ -4,7 +4,6 @@ The run is a ``WORKDIR/config.json`` and a checkpoint of the initial state
 (nothing is trained): the program reads them as it reads a trained run's.
 """
 
-import functools
 import json
 
 import jax
@@ -40,33 +39,29 @@ def tiny_run(workdir, decoder="finola", checkpoint=True):
 
 
 def tiny_model(decoder="finola"):
+  """A stride-1 model, its initial parameters and two images."""
   config = helpers.tiny_config(image_size=SIZE, stride=1, decoder=decoder)
-  model = autoencoder.Autoencoder(ml_collections.FrozenConfigDict(config))
-  images = jax.random.uniform(jax.random.PRNGKey(1), (3, SIZE, SIZE, 3))
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), images)["params"]
-  return model, params, images
+  task = tasks.create_task(config)
+  # The initial state's parameters: tiny_run's checkpoint compiles the same.
+  params = helpers.initial_params(task)
+  images = jax.random.uniform(jax.random.PRNGKey(1), (2, SIZE, SIZE, 3))
+  return task, params, images
 
 
-@pytest.mark.parametrize("decoder", ["finola", "linear"])
-def test_scale_one_is_the_models_reconstruction(decoder):
-  model, params, images = tiny_model(decoder)
-  feature_map, pixels = wave.render(model, params, images, 1)
-  feature_map_of = jax.jit(functools.partial(model.apply,
-                                             method=model.feature_map))
-  expected_map = feature_map_of({"params": params},
-                                wave.encode(model, params, images))
+def test_scale_one_is_the_models_reconstruction():
+  task, params, images = tiny_model()
+  _, pixels = wave.render(task.model, params, images, 1)
   # Equal up to float rounding: XLA may fuse the two programs differently.
-  np.testing.assert_allclose(feature_map, expected_map, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(
-      pixels, jax.jit(model.apply)({"params": params}, images),
-      rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(pixels, jax.jit(task.reconstruct)(params, images),
+                             rtol=1e-6, atol=1e-6)
 
 
 def test_fine_map_samples_pixel_centres():
   # With tiny matrices the map is first order in the position: z(x, y) ≈
   # q + x·A q + y·B q (x, y from the origin, linear decoder). Pixel j of the
   # k× map must sit at 1× coordinate (j + 0.5)/k − 0.5.
-  model, _, _ = tiny_model("linear")
+  model = autoencoder.Autoencoder(ml_collections.FrozenConfigDict(
+      helpers.tiny_config(image_size=SIZE, stride=1, decoder="linear")))
   rng = np.random.default_rng(0)
   A, B = (1e-4 * rng.normal(size=(8, 8)).astype(np.float32) for _ in range(2))
   q = rng.normal(size=(8,)).astype(np.float32)
