@@ -27,7 +27,7 @@ CONFIGS = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
                  if name.endswith(".py") and name != "__init__.py")
 # Programs that take --config, and so appear in the README with recipes.
 PROGRAMS = ("reconstruct", "pretrain_masked", "linear_probe", "ablation",
-            "bench_train", "bench_memory")
+            "sweep_unroll", "bench_train", "bench_memory")
 
 
 def _readme() -> str:

@@ -1,0 +1,50 @@
+"""Tests of the program experiments/sweep_unroll.py on tiny configurations."""
+
+import json
+import math
+
+import numpy as np
+import PIL.Image
+
+from experiments import sweep_unroll
+from tests import helpers
+
+
+def test_sweep_writes_table_plot_and_finite_rows(tmp_path):
+  eval_dir = helpers.write_photo_folder(str(tmp_path / "kodak"), 2)
+  root = tmp_path / "sweep"
+  stdout = helpers.run_program(sweep_unroll, [
+      f"--root={root}", "--decoders=finola", "--sizes=4",
+      "--channels=8", f"--eval_dir={eval_dir}",
+      *helpers.override_flags(steps=2, checkpoint_every=2)])
+  result = json.loads((root / "sweep.json").read_text())
+  [row] = result["rows"]
+  assert (row["map_size"], row["decoder"], row["channels"]) == (4, "finola", 8)
+  assert row["finite"] and row["steps"] == row["checkpoint_step"] == 2, row
+  for key in ("val_psnr", "val_ssim", "kodak_psnr", "kodak_ssim",
+              "max_abs_z_init", "max_abs_z_end"):
+    assert math.isfinite(row[key]), (key, row)
+  assert row["map_params"] == 2 * 8 * 8  # A and B
+  assert 0 < row["upsampler_params"] < row["total_params"]
+  for split in ("val", "kodak"):
+    assert 0 < result["mean_colour"]["4"][split]["psnr"] < 100
+  table = (root / "sweep.md").read_text()
+  assert table.count("\n") == 3 and table in stdout
+  plot = np.asarray(PIL.Image.open(root / "sweep.png"))
+  assert plot.ndim == 3 and min(plot.shape[:2]) > 100
+
+
+def test_mean_colour_baseline_and_a_diverging_row(tmp_path):
+  images = np.random.default_rng(0).uniform(size=(3, 4, 4, 3)).astype(np.float32)
+  error = images - images.mean(axis=(1, 2), keepdims=True)
+  expected = np.mean(-10 * np.log10(np.mean(error**2, axis=(1, 2, 3))))
+  np.testing.assert_allclose(
+      sweep_unroll.mean_colour_scores(images)["psnr"], expected, rtol=1e-5)
+  config = sweep_unroll.row_config(
+      helpers.tiny_config(learning_rate=1e30, steps=4, checkpoint_every=4),
+      "linear", 4, 8)
+  images = np.full((2, 4, 4, 3), 0.5, np.float32)
+  row = sweep_unroll.run_row(config, str(tmp_path / "run"), images, None)
+  assert not row["finite"] and math.isnan(row["val_psnr"])
+  assert math.isnan(row["max_abs_z_end"])  # stopped before any checkpoint
+  assert math.isfinite(row["max_abs_z_init"])

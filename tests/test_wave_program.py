@@ -1,0 +1,110 @@
+"""Tests of the program experiments/wave.py on a tiny, untrained stride-1 run.
+
+The run is a ``WORKDIR/config.json`` and a checkpoint of the initial state
+(nothing is trained): the program reads them as it reads a trained run's.
+"""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import PIL.Image
+import pytest
+from absl import app
+from absl import flags
+
+from experiments import wave
+from finola_jax import tasks
+from finola_jax.models import autoencoder
+from finola_jax.train import checkpointing
+from finola_jax.train import run_config
+from finola_jax.train import step as step_lib
+from tests import helpers
+
+SIZE = 8  # image side = map side (stride 1)
+
+
+def tiny_run(workdir, decoder="finola", checkpoint=True):
+  """Writes a stride-1 run's config.json and initial checkpoint; its config."""
+  config = helpers.tiny_config(image_size=SIZE, stride=1, decoder=decoder)
+  run_config.write(str(workdir), config)
+  if not checkpoint:
+    return config
+  manager = checkpointing.create_manager(str(workdir))
+  checkpointing.save(manager, 0, step_lib.create_train_state(
+      tasks.create_task(config), config))
+  manager.close()
+  return config
+
+
+def tiny_model(decoder="finola"):
+  """A stride-1 model, its initial parameters and two images."""
+  config = helpers.tiny_config(image_size=SIZE, stride=1, decoder=decoder)
+  task = tasks.create_task(config)
+  # The initial state's parameters: tiny_run's checkpoint compiles the same.
+  params = helpers.initial_params(task)
+  images = jax.random.uniform(jax.random.PRNGKey(1), (2, SIZE, SIZE, 3))
+  return task, params, images
+
+
+def test_scale_one_is_the_models_reconstruction():
+  task, params, images = tiny_model()
+  _, pixels = wave.render(task.model, params, images, 1)
+  # Equal up to float rounding: XLA may fuse the two programs differently.
+  np.testing.assert_allclose(pixels, jax.jit(task.reconstruct)(params, images),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_fine_map_samples_pixel_centres():
+  # With tiny matrices the map is first order in the position: z(x, y) ≈
+  # q + x·A q + y·B q (x, y from the origin, linear decoder). Pixel j of the
+  # k× map must sit at 1× coordinate (j + 0.5)/k − 0.5.
+  model = autoencoder.Autoencoder(ml_collections.FrozenConfigDict(
+      helpers.tiny_config(image_size=SIZE, stride=1, decoder="linear")))
+  rng = np.random.default_rng(0)
+  A, B = (1e-4 * rng.normal(size=(8, 8)).astype(np.float32) for _ in range(2))
+  q = rng.normal(size=(8,)).astype(np.float32)
+  scale = 4
+  fine = np.asarray(wave.fine_map(model, A, B, q, scale))
+  coordinate = (np.arange(SIZE * scale) + 0.5) / scale - 0.5 - SIZE // 2
+  expected = (q + coordinate[None, :, None] * (A @ q)
+              + coordinate[:, None, None] * (B @ q))
+  np.testing.assert_allclose(fine, expected, atol=1e-5)
+
+
+def test_program_writes_speeds_residuals_and_renderings(tmp_path):
+  tiny_run(tmp_path)
+  stdout = helpers.run_program(wave, [
+      f"--workdir={tmp_path}", "--k=2,4", f"--max_size={2 * SIZE}",
+      "--num_images=2"])
+  out = tmp_path / "wave"
+  assert f"Written to {out}" in stdout
+  assert {p.name for p in out.iterdir()} == {"speeds.png", "render_k2.png",
+                                            "wave.json"}
+  result = json.loads((out / "wave.json").read_text())
+  assert result["skipped_scales"] == [4] and result["num_images"] == 2
+  assert result["speeds"]["channels"] == 8
+  assert np.isfinite(result["speeds"]["max_abs"])
+  assert set(result["rendering"]) == {"1", "2"}
+  rendering = result["rendering"]["2"]
+  for scores in ("finola", "bicubic_of_output", "bicubic_of_photograph"):
+    assert np.isfinite(rendering[scores]["psnr"]), scores
+  # vertical_first maps satisfy the horizontal equation exactly.
+  assert result["rendering"]["1"]["residuals"]["r_x"]["max"] < 1e-4
+  assert rendering["residuals"]["r_y"]["finite"]
+  grid = np.asarray(PIL.Image.open(out / "render_k2.png"))
+  assert grid.shape[1] > 5 * 2 * SIZE  # five labelled columns
+
+
+def test_dense_run_and_bad_scale_are_refused(tmp_path):
+  tiny_run(tmp_path, decoder="dense", checkpoint=False)
+  with pytest.raises(ValueError, match="'dense' decoder"):
+    wave.analyse(str(tmp_path), [2])
+  with pytest.raises(app.UsageError, match="--k"):
+    helpers.run_program(wave, [f"--workdir={tmp_path}", "--k=1"])
+
+
+def test_missing_workdir():
+  with pytest.raises(flags.Error, match="--workdir"):
+    helpers.run_program(wave, [])
