@@ -101,8 +101,10 @@ class ProtocolTest(helpers.NoX64LeakTestCase, parameterized.TestCase):
     linear = run("linear", grid=2).head_params
     chex.assert_shape(linear["head"]["Dense_0"]["kernel"],
                       (2 * 2 * CHANNELS, NUM_CLASSES))
-    tran1 = run("tran1", num_heads=2, mlp_ratio=3).head_params["head"]
+    tran1 = run("tran1", grid=MAP, num_heads=2, mlp_ratio=3).head_params["head"]
     chex.assert_shape(tran1["position"], (MAP * MAP, CHANNELS))
+    pooled = run("tran1", grid=2).head_params["head"]
+    chex.assert_shape(pooled["position"], (2 * 2, CHANNELS))
     chex.assert_shape(tran1["Dense_0"]["kernel"], (CHANNELS, 3 * CHANNELS))
     chex.assert_shape(tran1["Dense_2"]["kernel"], (CHANNELS, NUM_CLASSES))
     finetune = run("finetune").head_params
@@ -147,7 +149,9 @@ class PiecesTest(parameterized.TestCase):
   def test_readouts(self):
     feature_map = np.ones((2, 4, 4, 3), np.float32)
     chex.assert_shape(probe.linear_readout(feature_map, 2), (2, 12))
-    chex.assert_shape(probe.token_readout(feature_map), (2, 16, 3))
+    chex.assert_shape(probe.token_readout(feature_map, 4), (2, 16, 3))
+    np.testing.assert_allclose(probe.token_readout(feature_map, 1),
+                               np.ones((2, 1, 3)))
 
   @parameterized.named_parameters(
       ("protocol", dict(protocol="knn"), "protocol must be one of"),

@@ -9,8 +9,9 @@ each is a `PROTOCOLS` entry here, run by `run_protocol`:
   average-pooled to a ``grid × grid`` map (``grid=1``: the global mean),
   flattened, standardized with the training split's statistics and read by
   a linear softmax classifier.
-* ``"tran1"``: the encoder is frozen; its ``h·w`` feature-map tokens
-  (standardized per channel, plus a learned position embedding) go through
+* ``"tran1"``: the encoder is frozen; the ``grid²`` positions of the same
+  pooled map are tokens (standardized per channel, plus a learned position
+  embedding; ``grid = h``: every position of the map) that go through
   one pre-LayerNorm transformer block (multi-head self-attention, then an
   MLP, each residual), are mean-pooled and layer-normalized, and a linear
   classifier reads them.
@@ -95,10 +96,10 @@ def linear_readout(feature_map: jax.Array, grid: int) -> jax.Array:
   return pooled.reshape(pooled.shape[0], -1)
 
 
-def token_readout(feature_map: jax.Array) -> jax.Array:
-  """``[B, h, w, C] → [B, h·w, C]``: the tokens of the transformer block."""
-  batch, height, width, channels = feature_map.shape
-  return feature_map.astype(jnp.float32).reshape(batch, height * width, channels)
+def token_readout(feature_map: jax.Array, grid: int) -> jax.Array:
+  """``[B, h, w, C] → [B, grid², C]``: the tokens of the transformer block."""
+  pooled = pool_grid(feature_map.astype(jnp.float32), grid)
+  return pooled.reshape(pooled.shape[0], grid * grid, pooled.shape[-1])
 
 
 class Standardize(nn.Module):
@@ -165,8 +166,8 @@ class ProbeConfig:
     weight_decay: AdamW weight decay (head and, when fine-tuned, encoder).
     encoder_lr_scale: ``"finetune"``: the encoder's learning rate is this
       times the head's.
-    grid: the linear readout pools the feature map to ``grid × grid``
-      (``"linear"`` and ``"finetune"``).
+    grid: the feature map is average-pooled to ``grid × grid`` positions:
+      the linear readout flattens them, ``"tran1"`` takes them as tokens.
     num_heads: attention heads of ``"tran1"``.
     mlp_ratio: hidden width of ``"tran1"``'s MLP, in channels.
     seed: seed of the head's initialization and the batches.
@@ -240,9 +241,8 @@ def _step_indices(seed: int, step: int, count: int, batch_size: int) -> np.ndarr
 
 
 def _readout_fn(config: ProbeConfig) -> Callable[[jax.Array], jax.Array]:
-  if config.protocol == "tran1":
-    return token_readout
-  return functools.partial(linear_readout, grid=config.grid)
+  readout = token_readout if config.protocol == "tran1" else linear_readout
+  return functools.partial(readout, grid=config.grid)
 
 
 def _readouts(encode: Encode, encoder_params: Params, inputs: np.ndarray,
