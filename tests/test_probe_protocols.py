@@ -127,6 +127,25 @@ class ProtocolTest(helpers.NoX64LeakTestCase, parameterized.TestCase):
     chex.assert_trees_all_equal(first.head_params, second.head_params)
     self.assertTrue(differs(first.head_params, run("tran1", seed=1).head_params))
 
+  @parameterized.parameters(("linear", 24 + 9), ("finetune", 5 + 25 * 8 + 5 + 9))
+  def test_examples_the_encoder_sees(self, protocol, expected):
+    # Frozen: one pass over each split. Fine-tuning: the monitored examples
+    # (statistics, then train_top1), steps × batch_size, one evaluation pass.
+    seen = []
+
+    def counting_prepare(inputs):
+      seen.append(len(inputs))
+      return to_rgb(inputs)
+
+    train, evaluation = synthetic_set(24, seed=0), synthetic_set(9, seed=1)
+    probe.run_protocol(
+        probe.masked_finola_encoder(MODEL), encoder_params(),
+        train_inputs=train[0], train_labels=train[1], eval_inputs=evaluation[0],
+        eval_labels=evaluation[1], num_classes=NUM_CLASSES,
+        config=probe.ProbeConfig(protocol=protocol, monitor_examples=5, **FAST),
+        prepare=counting_prepare)
+    self.assertEqual(sum(seen), expected)
+
   def test_record_is_json(self):
     record = json.loads(json.dumps(run("linear").record()))
     self.assertEqual(record, {"protocol": "linear", "top1": 1.0,
@@ -157,6 +176,7 @@ class PiecesTest(parameterized.TestCase):
       ("protocol", dict(protocol="knn"), "protocol must be one of"),
       ("steps", dict(steps=0), "steps must be >= 1"),
       ("grid", dict(grid=0), "grid must be >= 1"),
+      ("monitor", dict(monitor_examples=0), "monitor_examples must be >= 1"),
       ("learning_rate", dict(learning_rate=0.0), "learning_rate must be > 0"),
       ("encoder_lr_scale", dict(encoder_lr_scale=-1.0), "encoder_lr_scale"),
       ("weight_decay", dict(weight_decay=-1.0), "weight_decay"),

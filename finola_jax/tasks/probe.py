@@ -171,6 +171,9 @@ class ProbeConfig:
     num_heads: attention heads of ``"tran1"``.
     mlp_ratio: hidden width of ``"tran1"``'s MLP, in channels.
     seed: seed of the head's initialization and the batches.
+    monitor_examples: at most this many evenly spaced training examples give
+      the readout statistics and ``train_top1`` (it bounds the passes over
+      the training split that fine-tuning adds to its steps).
   """
   protocol: str = "linear"
   steps: int = 2000
@@ -183,12 +186,14 @@ class ProbeConfig:
   num_heads: int = 4
   mlp_ratio: int = 4
   seed: int = 0
+  monitor_examples: int = 10_000
 
   def __post_init__(self):
     if self.protocol not in PROTOCOLS:
       raise ValueError(f"protocol must be one of {PROTOCOLS}, got "
                        f"{self.protocol!r}.")
-    for name in ("steps", "batch_size", "grid", "num_heads", "mlp_ratio"):
+    for name in ("steps", "batch_size", "grid", "num_heads", "mlp_ratio",
+                 "monitor_examples"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
     for name in ("learning_rate", "encoder_lr_scale"):
@@ -206,7 +211,8 @@ class ProbeResult:
   Attributes:
     protocol: the protocol run.
     top1: accuracy on the evaluation examples.
-    train_top1: accuracy on the training examples.
+    train_top1: accuracy on (at most ``monitor_examples`` of) the training
+      examples.
     num_train: training examples.
     num_eval: evaluation examples.
     encoder_params: the encoder's parameters after probing: the very object
@@ -334,16 +340,21 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
   eval_labels = _check_examples("eval", eval_inputs, eval_labels, num_classes)
   readout_fn = _readout_fn(config)
   finetune = config.protocol == "finetune"
-  # Under fine-tuning only the statistics of these (initial-encoder) readouts
-  # are used: they are fixed constants of the head.
-  train_readouts = _readouts(encode, encoder_params, train_inputs, prepare,
-                             config)
-  head = _head(config, num_classes, *_statistics(train_readouts, config))
+  count = min(len(train_labels), config.monitor_examples)
+  monitor = np.arange(count) * len(train_labels) // count
+  if finetune:
+    # Readouts of the initial encoder, only for the head's fixed statistics.
+    monitor_readouts = _readouts(encode, encoder_params, train_inputs[monitor],
+                                 prepare, config)
+  else:
+    train_readouts = _readouts(encode, encoder_params, train_inputs, prepare,
+                               config)
+    monitor_readouts = train_readouts[monitor]
+  head = _head(config, num_classes, *_statistics(monitor_readouts, config))
   head_params = head.init(jax.random.PRNGKey(config.seed),
-                          train_readouts[:1])["params"]
+                          monitor_readouts[:1])["params"]
 
   if finetune:
-    del train_readouts
     params = {"head": head_params, "encoder": encoder_params}
 
     def logits_fn(params, inputs):
@@ -379,16 +390,16 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
   predict = jax.jit(lambda p, x: jnp.argmax(logits_fn(p, x), axis=-1))
   if finetune:
     predict_stored = lambda x: predict(params, prepare(x))
-    train_top1 = _accuracy(predict_stored, train_inputs, train_labels,
-                           config.batch_size)
+    train_top1 = _accuracy(predict_stored, train_inputs[monitor],
+                           train_labels[monitor], config.batch_size)
     top1 = _accuracy(predict_stored, eval_inputs, eval_labels, config.batch_size)
     final_encoder = params["encoder"]
   else:
     eval_readouts = _readouts(encode, encoder_params, eval_inputs, prepare,
                               config)
     predict_readouts = functools.partial(predict, params)
-    train_top1 = _accuracy(predict_readouts, train_readouts, train_labels,
-                           config.batch_size)
+    train_top1 = _accuracy(predict_readouts, monitor_readouts,
+                           train_labels[monitor], config.batch_size)
     top1 = _accuracy(predict_readouts, eval_readouts, eval_labels,
                      config.batch_size)
     final_encoder = encoder_params
