@@ -2,76 +2,70 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 r"""The reconstruction ablation: FINOLA vs linear (QB-Heat) vs dense decoders.
 
-Runs ``experiments.reconstruct`` once per (decoder, stride) at equal steps,
-C and encoder, each evaluated on the validation split and on --eval_dir
-(the Kodak photographs by default), and prints a markdown table with PSNR,
-SSIM and the parameter counts of the map-making part of each decoder (A and
-B for finola/linear, the dense layer for dense) and of the upsampler:
+Trains the reconstruction config (--config, default configs/reconstruct.py,
+with its --config.KEY overrides) once per (decoder, stride), each evaluated
+on the validation split and on --eval_dir (the Kodak photographs by
+default), and prints a markdown table with PSNR, SSIM and the parameter
+counts of the map-making part of each decoder (A and B for finola/linear,
+the dense layer for dense) and of the upsampler:
 
-  python -m experiments.ablation --root=/tmp/finola_ablation --steps=600
+  python3 -m experiments.ablation --root=/tmp/finola_ablation \
+    --config.steps=400 --config.channels=128
 
-A finished run (a checkpoint at --steps in its workdir) is not trained again,
+A finished run is not trained again (its workdir resumes at the last step),
 so an interrupted ablation resumes where it stopped.
 """
 
 import json
 import math
 import os
-import subprocess
-import sys
 
+import jax
 from absl import app
 from absl import flags
-import jax
+from etils import epath
 
+from experiments import reconstruct
+from finola_jax.data import input_pipeline
 from finola_jax.train import checkpointing
+from finola_jax.train import launch
+from finola_jax.train import trainer
 
-flags.DEFINE_string("root", None, "One workdir per run is made under this.", required=True)
-flags.DEFINE_list("decoders", ["finola", "linear", "dense"], "Decoders to compare.")
-flags.DEFINE_list("strides", ["4", "1"], "Feature-map strides to compare.")
-flags.DEFINE_integer("steps", 600, "Training steps of every run.")
-flags.DEFINE_string("eval_dir", os.path.join(os.path.dirname(__file__), "..", "..",
-                                             "shared", "data", "kodak"),
-                    "Held-out photographs evaluated after training.")
-flags.DEFINE_list("extra_flags", [], "Flags passed to every run, e.g. "
-                  "--extra_flags=--channels=128,--image_size=32.")
 FLAGS = flags.FLAGS
+KODAK = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                     "kodak")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
+  launch.define_config_flag(reconstruct.DEFAULT_CONFIG, flag_values, sys_argv)
+  flags.DEFINE_string("root", None, "One workdir per run is made under this.",
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_list("decoders", ["finola", "linear", "dense"],
+                    "Decoders to compare.", flag_values=flag_values)
+  flags.DEFINE_list("strides", ["4", "1"], "Feature-map strides to compare.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("eval_dir", KODAK, "Held-out photographs evaluated after "
+                      "training (skipped if missing).", flag_values=flag_values)
 
 
 def parameter_count(tree) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-def last_eval(workdir: str) -> dict:
-  """The last ``eval/*`` record of a run's metrics.jsonl."""
-  result = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if "eval/psnr" in record:
-        result = record
-  return result
-
-
-def run(decoder: str, stride: str) -> dict:
-  workdir = os.path.join(FLAGS.root, f"{decoder}_s{stride}")
-  command = [sys.executable, "-m", "experiments.reconstruct", f"--workdir={workdir}",
-             f"--decoder={decoder}", f"--stride={stride}", f"--steps={FLAGS.steps}",
-             *FLAGS.extra_flags]
-  if os.path.isdir(FLAGS.eval_dir):
-    command.append(f"--eval_dir={FLAGS.eval_dir}")
-  subprocess.run(command, check=True)
-  _, params = checkpointing.restore_latest_params(workdir)
+def run(config, root: str, decoder: str, stride: int, eval_dir: str) -> dict:
+  """Trains and evaluates one row of the table."""
+  workdir = str(epath.Path(root) / f"{decoder}_s{stride}")
+  config = config.copy_and_resolve_references()
+  config.decoder, config.stride = decoder, stride
+  validation = reconstruct.train_and_evaluate(config, workdir)
   held_out = {}
-  if os.path.isdir(FLAGS.eval_dir):
-    with open(os.path.join(workdir, "eval.json")) as f:
-      held_out = json.load(f)
-  validation = last_eval(workdir)
-  with open(os.path.join(workdir, "config.json")) as f:
-    map_size = json.load(f)["image_size"] // int(stride)
+  if os.path.isdir(eval_dir):
+    held_out = trainer.evaluate_directory(config, workdir, eval_dir)
+  _, params = checkpointing.restore_latest_params(workdir)
   map_part = params.get("matrices", params.get("to_map"))
-  return {"decoder": decoder, "stride": int(stride), "map_size": map_size,
-          "val_psnr": validation["eval/psnr"], "val_ssim": validation["eval/ssim"],
+  map_size = config.image_size // stride
+  return {"decoder": decoder, "stride": stride, "map_size": map_size,
+          "val_psnr": validation["psnr"], "val_ssim": validation["ssim"],
           "kodak_psnr": held_out.get("psnr", float("nan")),
           "kodak_ssim": held_out.get("ssim", float("nan")),
           "map_params": parameter_count(map_part),
@@ -79,9 +73,12 @@ def run(decoder: str, stride: str) -> dict:
 
 
 def main(argv):
-  del argv
-  rows = [run(d, s) for s in FLAGS.strides for d in FLAGS.decoders]
-  print(f"\nAblation at {FLAGS.steps} steps ({' '.join(FLAGS.extra_flags) or 'default flags'}):\n")
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  input_pipeline.hide_accelerators_from_tensorflow()
+  rows = [run(FLAGS.config, FLAGS.root, d, int(s), FLAGS.eval_dir)
+          for s in FLAGS.strides for d in FLAGS.decoders]
+  print(f"\nAblation at {FLAGS.config.steps} steps, C={FLAGS.config.channels}:\n")
   print("| stride | map | decoder | val PSNR | val SSIM | Kodak PSNR | Kodak SSIM | "
         "map-making params | upsampler params |")
   print("|---|---|---|---|---|---|---|---|---|")
@@ -89,9 +86,9 @@ def main(argv):
     print(f"| {r['stride']} | {r['map_size']}×{r['map_size']} | {r['decoder']} | "
           f"{r['val_psnr']:.2f} | {r['val_ssim']:.3f} | {r['kodak_psnr']:.2f} | "
           f"{r['kodak_ssim']:.3f} | {r['map_params']:,} | {r['upsampler_params']:,} |")
-  with open(os.path.join(FLAGS.root, "ablation.json"), "w") as f:
-    json.dump(rows, f, indent=2)
+  (epath.Path(FLAGS.root) / "ablation.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

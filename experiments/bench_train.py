@@ -2,13 +2,14 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 r"""Training throughput of the reconstruction step vs this machine's matmul rate.
 
-Builds the same model as ``experiments.reconstruct`` (same flags), times the
-pmap-ed train step on random batches of the global batch size, and times a
-square float32 matmul in the same run. Prints images/s, the step's FLOPs
-(XLA's cost analysis of one device's step), the achieved GFLOP/s and its
-fraction of the matmul rate. Example:
+Builds the model of a reconstruction config (--config, default
+configs/reconstruct.py, with --config.KEY overrides), times the pmap-ed
+train step on random batches of the global batch size, and times a square
+float32 matmul in the same run. Prints images/s, the step's FLOPs (XLA's
+cost analysis of one device's step), the achieved GFLOP/s and its fraction
+of the matmul rate. Example:
 
-  python -m experiments.bench_train --decoder=finola
+  python3 -m experiments.bench_train --config.decoder=finola --repeats=10
 """
 
 import statistics
@@ -21,12 +22,19 @@ from absl import app
 from absl import flags
 
 from experiments import reconstruct
-from finola_jax.train import trainer
+from finola_jax import tasks
+from finola_jax.train import launch
+from finola_jax.train import step as step_lib
 
-flags.DEFINE_integer("repeats", 20, "Timed steps (median).")
-flags.DEFINE_integer("matmul_size", 1024, "Side of the square reference matmul.")
 FLAGS = flags.FLAGS
-FLAGS.set_default("workdir", "unused")  # the benchmark writes nothing
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
+  launch.define_config_flag(reconstruct.DEFAULT_CONFIG, flag_values, sys_argv)
+  flags.DEFINE_integer("repeats", 20, "Timed steps (median).",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("matmul_size", 1024, "Side of the square reference "
+                       "matmul.", flag_values=flag_values)
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -52,16 +60,17 @@ def step_flops(task, state, batch) -> float:
 
 def main(argv):
   del argv
-  task = reconstruct.build_task()
+  config = FLAGS.config
+  task = tasks.create_task(config)
   devices = jax.local_device_count()
-  per_device = FLAGS.batch_size // devices
-  size = FLAGS.image_size
+  per_device = config.batch_size // devices
+  size = config.image_size
   rng = np.random.default_rng(0)
-  batch = {"image": rng.uniform(size=(devices, per_device, size, size, 3)).astype(np.float32)}
-  config = reconstruct.launch.train_config()
-  state = trainer.create_train_state(task, config, {"image": batch["image"][0]})
+  batch = {"image": rng.uniform(
+      size=(devices, per_device, size, size, 3)).astype(np.float32)}
+  state = step_lib.create_train_state(task, config)
   flops = step_flops(task, state, {"image": batch["image"][0]}) * devices
-  steps = trainer.ParallelSteps(task, config.seed)
+  steps = step_lib.ParallelSteps(task, config.seed)
   replicated = [steps.replicate(state)]
 
   def train_once():
@@ -77,11 +86,14 @@ def main(argv):
   matmul_rate = 2 * n**3 / matmul_s / 1e9
   print(f"| decoder | stride | C | batch | images/s | step ms | GFLOP/step | "
         f"GFLOP/s | matmul GFLOP/s | fraction |\n|---|---|---|---|---|---|---|---|---|---|\n"
-        f"| {FLAGS.decoder} | {FLAGS.stride} | {FLAGS.channels} | {FLAGS.batch_size} | "
-        f"{FLAGS.batch_size / step_s:.1f} | {1e3 * step_s:.1f} | {flops / 1e9:.2f} | "
+        f"| {config.decoder} | {config.stride} | {config.channels} | "
+        f"{config.batch_size} | {config.batch_size / step_s:.1f} | "
+        f"{1e3 * step_s:.1f} | {flops / 1e9:.2f} | "
         f"{step_rate:.1f} | {matmul_rate:.1f} | {step_rate / matmul_rate:.2f} |")
-  print(f"({devices} device(s), {jax.devices()[0].platform}, precision {FLAGS.precision})")
+  print(f"({devices} device(s), {jax.devices()[0].platform}, precision "
+        f"{config.precision})")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

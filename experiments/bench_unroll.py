@@ -3,7 +3,9 @@
 r"""Benchmarks finola_jax.unroll against a matmul of the same FLOPs.
 
 For every shape (N batch, C channels, H = W map side) it measures, on the
-default backend, in float32, path ``vertical_first``, centre origin:
+default backend, in ``--dtype`` (float32 or bfloat16), ``--path`` (default
+``vertical_first``), centre origin, ``--implementation`` (the one actually
+used is reported per row):
 
 * ``fwd``: ``jit(unroll)``;
 * ``fwd+bwd``: ``jit(grad(sum(unroll(q, A, B)**2), argnums=(q, A, B)))``;
@@ -13,11 +15,24 @@ default backend, in float32, path ``vertical_first``, centre origin:
   directions at once).
 
 FLOPs per path forward: ``2*N*C^2*(H*W - 1)`` (one C x C matvec per generated
-position); fwd+bwd counts 3x that. Normalization and bookkeeping are not
-counted, so the rates are "matmul-equivalent" rates. Timing: compile and a
-warm-up call excluded, ``block_until_ready``, median over ``--repeats``, with
-the unroll, fwd+bwd and matmul calls interleaved in every repeat so that
-machine noise hits them alike. ``ratio = fwd rate / matmul rate``.
+position); fwd+bwd counts 3x that (compared with three same-FLOP matmuls).
+Normalization and bookkeeping are not counted, so the rates are
+"matmul-equivalent" rates. ``µs/step`` is the forward's wall time divided
+by its sequential steps (``max(r0, H-1-r0) + max(c0, W-1-c0)`` per path).
+Timing: compile and a warm-up call excluded, ``block_until_ready``, median
+over ``--repeats``, with the unroll, fwd+bwd and matmul calls interleaved in
+every repeat so that machine noise hits them alike.
+``ratio = fwd rate / matmul rate``.
+
+The PyTorch peer (``/work/shared/peers/torch_unroll_cpu.py``: an eager loop,
+float32, ``vertical_first``) runs after each shape when torch is importable
+and the peers folder exists (``--peer``); its GFLOP/s is reported next to
+the unroll's.
+
+``--memory`` instead reports XLA's compile-only memory analysis of fwd+bwd
+(``temp_size_in_bytes``; nothing is run) for unroll and extrapolate (from a
+top-left quadrant block), every path, at bfloat16 N=32 C=1024 and float32
+N=8 C=512, 256x256 maps, as bytes and as a multiple of the map's bytes.
 
 It also times ``jit(unroll).lower(...).compile()`` for a 16x16 and a 256x256
 map (N=1, C=64): a scan compiles once whatever the map size, so the ratio
@@ -29,6 +44,7 @@ Usage (the key figure, N=32, C=512, H=W=16)::
   python3 -m experiments.bench_unroll            # full grid, see --max_seconds
   python3 -m experiments.bench_unroll --breakdown  # + normalization share,
                                                    # column walk, page faults
+  python3 -m experiments.bench_unroll --memory     # compile-only memory
 
 No XLA flags are set here: the CPU backend uses its default intra-op
 (Eigen) thread pool. To pin threads, set ``XLA_FLAGS`` yourself (e.g.
@@ -39,9 +55,12 @@ record it with the results.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable, Dict, List, Sequence
 
@@ -68,6 +87,20 @@ _COMPILE = flags.DEFINE_bool(
 _COMPILE_REPEATS = flags.DEFINE_integer("compile_repeats", 3,
                                         "Compilations timed per size.")
 _PATH = flags.DEFINE_enum("path", "vertical_first", fj.PATHS, "Unroll path.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "dtype of q, A, B (and of the matmul baseline).")
+_IMPLEMENTATION = flags.DEFINE_enum(
+    "implementation", "auto", fj.core.IMPLEMENTATIONS,
+    "unroll's implementation keyword (the one used is reported per row).")
+_PEER = flags.DEFINE_bool(
+    "peer", True, "Run the PyTorch peer loop after each shape (float32, "
+    "vertical_first) when torch is importable and --peer_script exists.")
+_PEER_SCRIPT = flags.DEFINE_string(
+    "peer_script", "/work/shared/peers/torch_unroll_cpu.py",
+    "The PyTorch peer: prints GFLOP/s for arguments N C H W.")
+_MEMORY = flags.DEFINE_bool(
+    "memory", False, "Only the compile-only memory analysis of fwd+bwd at "
+    "the two target shapes (nothing is run).")
 _BREAKDOWN = flags.DEFINE_bool(
     "breakdown", False,
     "Also time, interleaved with the rest, unroll(normalized=False) (the cost "
@@ -95,11 +128,11 @@ def _faults_per_call(fn: Callable, *args, calls: int = 5) -> float:
   return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
-def _inputs(n: int, c: int, seed: int = 0):
+def _inputs(n: int, c: int, seed: int = 0, dtype=jnp.float32):
   rng = np.random.default_rng(seed)
-  q = jnp.asarray(rng.normal(size=(n, c)), jnp.float32)
-  A = jnp.asarray(0.1 * rng.normal(size=(c, c)) / np.sqrt(c), jnp.float32)
-  B = jnp.asarray(0.1 * rng.normal(size=(c, c)) / np.sqrt(c), jnp.float32)
+  q = jnp.asarray(rng.normal(size=(n, c)), dtype)
+  A = jnp.asarray(0.1 * rng.normal(size=(c, c)) / np.sqrt(c), dtype)
+  B = jnp.asarray(0.1 * rng.normal(size=(c, c)) / np.sqrt(c), dtype)
   return q, A, B
 
 
@@ -108,12 +141,37 @@ def unroll_flops(n: int, c: int, h: int, w: int) -> float:
   return 2.0 * n * c * c * (h * w - 1)
 
 
+def sequential_steps(h: int, w: int, path: str) -> int:
+  """Loop steps one after another of a centre-origin unroll (both paths of
+  ``average``)."""
+  r0, c0 = h // 2, w // 2
+  one_path = max(r0, h - 1 - r0) + max(c0, w - 1 - c0)
+  return 2 * one_path if path == "average" else one_path
+
+
+def run_peer(script: str, n: int, c: int, hw: int, dtype: str, path: str):
+  """(GFLOP/s of the PyTorch peer, None) or (None, why it was skipped)."""
+  if importlib.util.find_spec("torch") is None:
+    return None, "torch is not importable"
+  if not os.path.exists(script):
+    return None, f"{script} does not exist"
+  if dtype != "float32" or path != "vertical_first":
+    return None, "the peer runs float32 vertical_first only"
+  out = subprocess.run([sys.executable, script] + [str(v) for v in
+                                                   (n, c, hw, hw)],
+                       capture_output=True, text=True, timeout=1800,
+                       check=True)
+  return float(out.stdout.strip().splitlines()[-1]), None
+
+
 def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
-                backward: bool, path: str,
-                breakdown: bool = False) -> Dict[str, float]:
+                backward: bool, path: str, breakdown: bool = False,
+                dtype: str = "float32",
+                implementation: str = "auto") -> Dict[str, float]:
   """Times one shape; returns seconds and rates (GFLOP/s)."""
-  q, A, B = _inputs(n, c)
-  unroll = functools.partial(fj.unroll, height=hw, width=hw, path=path)
+  q, A, B = _inputs(n, c, dtype=jnp.dtype(dtype))
+  unroll = functools.partial(fj.unroll, height=hw, width=hw, path=path,
+                             implementation=implementation)
   fwd = jax.jit(unroll)
 
   def loss(q, A, B):
@@ -122,12 +180,16 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
   fwd_bwd = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
   matmul = jax.jit(jnp.matmul)
   rng = np.random.default_rng(1)
-  big = jnp.asarray(rng.normal(size=(n * hw * hw, c)), jnp.float32)
+  big = jnp.asarray(rng.normal(size=(n * hw * hw, c)), jnp.dtype(dtype))
   step_rows = 2 * n * hw
-  small = jnp.asarray(rng.normal(size=(step_rows, c)), jnp.float32)
+  small = jnp.asarray(rng.normal(size=(step_rows, c)), jnp.dtype(dtype))
 
   flops = unroll_flops(n, c, hw, hw)
-  result = {"n": n, "c": c, "hw": hw, "flops": flops}
+  used, interpret = fj.core.select_implementation(
+      implementation, jnp.dtype(dtype), c, n * hw * hw * c)
+  result = {"n": n, "c": c, "hw": hw, "flops": flops, "dtype": dtype,
+            "implementation": used + (" (interpreted)" if interpret else ""),
+            "steps": sequential_steps(hw, hw, path)}
 
   # Compile + warm up the matmul; estimate the cost of the whole timing.
   _block(matmul(big, A))
@@ -149,7 +211,8 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
   if breakdown:
     linear = jax.jit(functools.partial(unroll, normalized=False))
     column = jax.jit(functools.partial(fj.unroll, height=hw, width=1,
-                                       path=path))
+                                       path=path,
+                                       implementation=implementation))
     _block(linear(q, A, B))
     _block(column(q, A, B))
   # Second warm-up call of everything (allocator, thread pool).
@@ -182,6 +245,7 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
       "fwd_gflops": flops / med["fwd"] / 1e9,
       "mm_gflops": flops / med["mm"] / 1e9,
       "step_mm_gflops": 2.0 * step_rows * c * c / med["step"] / 1e9,
+      "us_per_step": 1e6 * med["fwd"] / result["steps"],
   })
   result["ratio"] = result["fwd_gflops"] / result["mm_gflops"]
   if breakdown:
@@ -193,6 +257,7 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
   if backward:
     result["bwd_s"] = med["bwd"]
     result["bwd_gflops"] = 3 * flops / med["bwd"] / 1e9
+    # Against three same-FLOP matmuls: 3 * matmul time / fwd+bwd time.
     result["bwd_ratio"] = result["bwd_gflops"] / result["mm_gflops"]
   return result
 
@@ -214,30 +279,89 @@ def compile_times(sizes: Sequence[int], repeats: int, n: int = 1,
   return out
 
 
+# The two shapes of the memory targets: (dtype, N, C), 256x256 maps.
+MEMORY_SHAPES = (("bfloat16", 32, 1024), ("float32", 8, 512))
+MEMORY_SIDE = 256
+
+
+def grad_memory(kind: str, path: str, n: int, c: int, hw: int, dtype: str,
+                implementation: str = "auto") -> Dict[str, float]:
+  """Compile-only XLA memory analysis of fwd+bwd (nothing is run).
+
+  ``jit(grad(sum(f(x, A, B)**2), argnums=(x, A, B)))`` for ``f`` an unroll
+  from the centre (``x = q [N, C]``) or an extrapolation from the top-left
+  quadrant (``x = block [N, hw/2, hw/2, C]``).
+  """
+  dt = jnp.dtype(dtype)
+  matrix = jax.ShapeDtypeStruct((c, c), dt)
+  if kind == "unroll":
+    x = jax.ShapeDtypeStruct((n, c), dt)
+    fn = functools.partial(fj.unroll, height=hw, width=hw, path=path,
+                           implementation=implementation)
+  else:
+    x = jax.ShapeDtypeStruct((n, hw // 2, hw // 2, c), dt)
+    fn = functools.partial(fj.extrapolate, height=hw, width=hw, path=path,
+                           implementation=implementation)
+
+  def loss(x, A, B):
+    return jnp.sum(fn(x, A, B) ** 2)
+
+  compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(
+      x, matrix, matrix).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  map_bytes = n * hw * hw * c * dt.itemsize
+  return {"kind": kind, "path": path, "n": n, "c": c, "hw": hw,
+          "dtype": dtype, "temp": temp, "map": map_bytes,
+          "ratio": temp / map_bytes}
+
+
+def memory_markdown(rows: Sequence[Dict[str, float]]) -> str:
+  head = ["dtype", "N", "C", "H=W", "function", "path", "map GiB",
+          "temp GiB", "**temp / map**"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in rows:
+    function = ("unroll (centre)" if r["kind"] == "unroll" else
+                f"extrapolate ({r['hw'] // 2}x{r['hw'] // 2} block)")
+    lines.append("| " + " | ".join([
+        r["dtype"], str(r["n"]), str(r["c"]), str(r["hw"]), function,
+        r["path"], _fmt(r["map"] / 2**30, ".2f"),
+        _fmt(r["temp"] / 2**30, ".2f"),
+        "**" + _fmt(r["ratio"], ".2f") + "**"]) + " |")
+  return "\n".join(lines)
+
+
 def _fmt(x, spec=".1f"):
   return format(x, spec) if isinstance(x, (int, float)) else str(x)
 
 
 def markdown(results: Sequence[Dict[str, float]], backward: bool) -> str:
-  head = ["N", "C", "H=W", "GFLOP", "fwd ms", "fwd GFLOP/s", "matmul ms",
-          "matmul GFLOP/s", "**fwd/matmul**", "step-mm GFLOP/s"]
+  head = ["N", "C", "H=W", "dtype", "implementation", "GFLOP", "fwd ms",
+          "µs/step", "fwd GFLOP/s", "matmul ms", "matmul GFLOP/s",
+          "**fwd/matmul**", "step-mm GFLOP/s"]
   if backward:
-    head += ["fwd+bwd ms", "fwd+bwd GFLOP/s", "fwd+bwd/matmul"]
+    head += ["fwd+bwd ms", "fwd+bwd GFLOP/s", "fwd+bwd / 3 matmuls"]
+  head += ["torch peer GFLOP/s", "torch / fwd"]
   lines = ["| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
   for r in results:
-    row = [str(r["n"]), str(r["c"]), str(r["hw"]), _fmt(r["flops"] / 1e9)]
+    row = [str(r["n"]), str(r["c"]), str(r["hw"]), r["dtype"],
+           r["implementation"], _fmt(r["flops"] / 1e9)]
     if r.get("skipped"):
       row += [f"skipped (est. {r['estimate_s']:.0f} s > --max_seconds)"]
       row += [""] * (len(head) - len(row))
     else:
-      row += [_fmt(1e3 * r["fwd_s"], ".2f"), _fmt(r["fwd_gflops"]),
-              _fmt(1e3 * r["mm_s"], ".2f"), _fmt(r["mm_gflops"]),
-              "**" + _fmt(r["ratio"], ".2f") + "**",
+      row += [_fmt(1e3 * r["fwd_s"], ".2f"), _fmt(r["us_per_step"], ".0f"),
+              _fmt(r["fwd_gflops"]), _fmt(1e3 * r["mm_s"], ".2f"),
+              _fmt(r["mm_gflops"]), "**" + _fmt(r["ratio"], ".2f") + "**",
               _fmt(r["step_mm_gflops"])]
       if backward:
         row += [_fmt(1e3 * r["bwd_s"], ".2f"), _fmt(r["bwd_gflops"]),
                 _fmt(r["bwd_ratio"], ".2f")]
+      if r.get("peer_gflops") is None:
+        row += ["skipped", ""]
+      else:
+        row += [_fmt(r["peer_gflops"]),
+                _fmt(r["peer_gflops"] / r["fwd_gflops"], ".2f")]
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -268,29 +392,57 @@ def main(argv):
       f"{jax.device_count()} device(s), os.cpu_count()={os.cpu_count()}, "
       f"jax {jax.__version__}",
       f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
-      f"path={_PATH.value}, float32, centre origin, repeats={_REPEATS.value}"
-      f" (median), max_seconds={_MAX_SECONDS.value}",
+      (f"compile-only memory analysis of jit(grad(sum(f**2))), "
+       f"implementation={_IMPLEMENTATION.value}" if _MEMORY.value else
+       f"path={_PATH.value}, {_DTYPE.value}, centre origin, "
+       f"implementation={_IMPLEMENTATION.value}, repeats={_REPEATS.value}"
+       f" (median), max_seconds={_MAX_SECONDS.value}"),
   ]
   if hasattr(os, "getloadavg"):
     header.append("load average at start: %.2f %.2f %.2f" % os.getloadavg())
   print("\n".join(header), flush=True)
+
+  if _MEMORY.value:
+    rows = []
+    for dtype, n, c in MEMORY_SHAPES:
+      for kind in ("unroll", "extrapolate"):
+        for path in fj.PATHS:
+          rows.append(grad_memory(kind, path, n, c, MEMORY_SIDE, dtype,
+                                  _IMPLEMENTATION.value))
+          print(f"{dtype} N={n} C={c} {kind} {path}: temp / map = "
+                f"{rows[-1]['ratio']:.2f}", flush=True)
+    text = "\n".join(["\n".join("    " + h for h in header), "",
+                      memory_markdown(rows)])
+    print()
+    print(text)
+    if _OUTPUT.value:
+      with open(_OUTPUT.value, "w") as f:
+        f.write(text + "\n")
+    return
 
   results = []
   for n in map(int, _N.value):
     for c in map(int, _C.value):
       for hw in map(int, _HW.value):
         r = bench_shape(n, c, hw, _REPEATS.value, _MAX_SECONDS.value,
-                        _BACKWARD.value, _PATH.value, _BREAKDOWN.value)
+                        _BACKWARD.value, _PATH.value, _BREAKDOWN.value,
+                        _DTYPE.value, _IMPLEMENTATION.value)
         results.append(r)
         if r.get("skipped"):
           print(f"N={n} C={c} H=W={hw}: skipped (estimated "
                 f"{r['estimate_s']:.0f} s)", flush=True)
-        else:
-          print(f"N={n} C={c} H=W={hw}: fwd {r['fwd_gflops']:.1f} GFLOP/s, "
-                f"matmul {r['mm_gflops']:.1f} GFLOP/s, ratio "
-                f"{r['ratio']:.2f}" +
-                (f", fwd+bwd {r['bwd_gflops']:.1f} GFLOP/s"
-                 if _BACKWARD.value else ""), flush=True)
+          continue
+        print(f"N={n} C={c} H=W={hw} ({r['implementation']}): fwd "
+              f"{r['fwd_gflops']:.1f} GFLOP/s, {r['us_per_step']:.0f} "
+              f"µs/step, matmul {r['mm_gflops']:.1f} GFLOP/s, ratio "
+              f"{r['ratio']:.2f}" +
+              (f", fwd+bwd {r['bwd_gflops']:.1f} GFLOP/s"
+               if _BACKWARD.value else ""), flush=True)
+        if _PEER.value:
+          r["peer_gflops"], why = run_peer(_PEER_SCRIPT.value, n, c, hw,
+                                           _DTYPE.value, _PATH.value)
+          print(f"  torch peer: {r['peer_gflops']:.1f} GFLOP/s" if why is None
+                else f"  torch peer skipped: {why}", flush=True)
 
   report = ["\n".join("    " + h for h in header), "", markdown(
       results, _BACKWARD.value)]

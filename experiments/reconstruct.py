@@ -3,46 +3,47 @@
 r"""Reconstruction from a single vector (FINOLA paper, experiment 1).
 
 An encoder maps each image to one vector q; the decoder unrolls q from the
-centre of a feature map with FINOLA (or a baseline, --decoder) and turns the
-map into pixels. Offline default (photographs bundled with scikit-image):
+centre of a feature map with FINOLA (or a baseline, config.decoder) and turns
+the map into pixels. The recipes are the config files in configs/; offline,
+the default (configs/reconstruct.py):
 
-  python -m experiments.reconstruct --workdir=/tmp/finola_recon
+  python3 -m experiments.reconstruct --workdir=/tmp/finola_recon
 
-ImageNet at the paper's 256×256, map at image resolution (s=1), on a host
-with accelerators (tfds manual dir prepared under --data_dir):
+The paper's ImageNet 256×256 setting, map at image resolution (s=1):
 
-  python -m experiments.reconstruct --workdir=gs://bucket/recon256 \
-    --dataset=imagenet2012 --data_dir=$TFDS_DATA_DIR --image_size=256 \
-    --stride=1 --channels=1024 --encoder_width=64 --encoder_depth=5 \
-    --batch_size=256 --steps=300000 --learning_rate=1e-3 --warmup_steps=5000 \
-    --precision=bfloat16
+  python3 -m experiments.reconstruct --workdir=$HOME/runs/recon256 \
+    --config=experiments/configs/reconstruct_imagenet256.py \
+    --config.data_dir=$TFDS_DATA_DIR
 """
 
-import jax.numpy as jnp
+import os
+
 from absl import app
 from absl import flags
 
-from finola_jax.models import autoencoder
-from finola_jax.tasks import reconstruction
 from finola_jax.train import launch
+from finola_jax.train import run_config
+from finola_jax.train import trainer
 
-launch.define_flags(image_size=32, stride=4, channels=256, steps=1200,
-                    batch_size=32, learning_rate=2e-3, warmup_steps=100,
-                    eval_every=500, checkpoint_every=250)
-flags.DEFINE_enum("decoder", "finola", list(autoencoder.DECODERS),
-                  "finola: normalized unroll; linear: unroll without "
-                  "normalization (QB-Heat); dense: q → dense → map.")
-FLAGS = flags.FLAGS
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "configs", "reconstruct.py")
 
 
-def build_task() -> reconstruction.ReconstructionTask:
-  model = autoencoder.Autoencoder(
-      image_size=FLAGS.image_size, stride=FLAGS.stride, channels=FLAGS.channels,
-      encoder_width=FLAGS.encoder_width, encoder_depth=FLAGS.encoder_depth,
-      decoder=FLAGS.decoder, path=FLAGS.path, decoder_width=FLAGS.decoder_width,
-      dtype=jnp.dtype(FLAGS.precision))
-  return reconstruction.ReconstructionTask(model)
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS,
+                 sys_argv=None) -> None:
+  launch.define_flags(DEFAULT_CONFIG, flag_values, sys_argv)
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains a reconstruction ``config`` in ``workdir``; the final metrics."""
+  run_config.check_choice(config, "task", ["reconstruction"])
+  return trainer.train_and_evaluate(config, workdir)
+
+
+def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  launch.training_main(train_and_evaluate, argv, flag_values)
 
 
 if __name__ == "__main__":
-  app.run(launch.main_wrapper(build_task))
+  define_flags()
+  app.run(main)

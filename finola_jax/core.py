@@ -9,26 +9,39 @@ so ``Δz = A ẑ`` is ``ẑ @ A.T`` in array code. One step of size ``s``:
     right: z ← z + s·A ẑ      left: z ← z − s·A ẑ
     down:  z ← z + s·B ẑ      up:   z ← z − s·B ẑ
 
-with ``ẑ = normalize(z)``. Every walk is a ``jax.lax.scan``; walks that leave
-a line of seeds in opposite directions share one scan step, so each step is a
-single matrix multiply over all active walkers, and every step writes its
-states straight into the output map carried through the scan.
+with ``ẑ = normalize(z)``. A path grows the map in one or two phases, each
+along one axis by walks away from what is known; walks that leave a line of
+seeds in opposite directions share one loop step, so each step is a single
+matrix multiply over all active walkers, written straight into the map.
+Each phase runs on a backend (``walk_xla``: ``jax.lax.scan`` loops;
+``walk_kernel``: a Pallas GPU kernel) that also provides its backward, which
+reads every state back from the finished map: reverse mode saves nothing but
+the map. Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not
+supported; reverse mode (``jax.grad``, ``jax.vjp``) is, to any order.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple, Union
+import importlib
+import math
+from typing import NamedTuple, Optional, Tuple, Union
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
+
+from finola_jax import walk_xla
 
 Array = jax.Array
 ArrayLike = Union[jax.Array, np.ndarray, float]
 
 PATHS = ("vertical_first", "horizontal_first", "average")
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+IMPLEMENTATIONS = ("auto", "xla", "pallas")
+PRECISION_NAMES = ("default", "high", "highest", "fastest", "bfloat16",
+                   "bfloat16_3x", "tensorfloat32", "float32")
 
 
 def normalize(z: ArrayLike, eps: float = 1e-6) -> Array:
@@ -114,153 +127,199 @@ def resolve_origin(height: int, width: int, origin=None) -> Tuple[int, int]:
   return row, col
 
 
+def _check_precision(precision) -> Optional[jax.lax.Precision]:
+  """``None``, or the ``jax.lax.Precision`` that ``precision`` names."""
+  if precision is None or isinstance(precision, jax.lax.Precision):
+    return precision
+  if isinstance(precision, str):
+    try:
+      return jax.lax.Precision(precision.lower())
+    except ValueError:
+      pass
+  raise ValueError(
+      f"Unknown precision {precision!r}; expected None, a jax.lax.Precision "
+      f"or one of its names {PRECISION_NAMES} (any case).")
+
+
+def _check_implementation(implementation: str) -> None:
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown implementation {implementation!r}; expected "
+                     f"one of {IMPLEMENTATIONS}.")
+
+
+def _on_cuda_gpu() -> bool:
+  """Whether the default backend is a CUDA GPU (not ROCm, TPU or CPU)."""
+  backend = jax.extend.backend.get_backend()
+  return backend.platform == "gpu" and "cuda" in backend.platform_version
+
+
+def select_implementation(implementation: str, dtype, channels: int,
+                          canvas_elements: int) -> Tuple[str, bool]:
+  """``(backend, interpret)`` the walks use, decided at trace time.
+
+  ``"auto"`` takes the Pallas kernel on a CUDA GPU where it supports the
+  dtype, channel count and canvas size, else the XLA scans. ``"pallas"``
+  off a CUDA GPU runs the kernel in interpret mode (slow; for testing).
+
+  Args:
+    implementation: ``"auto"``, ``"xla"`` or ``"pallas"``.
+    dtype: the map's dtype.
+    channels: ``C``.
+    canvas_elements: elements of the largest canvas (the map).
+  """
+  if implementation == "xla":
+    return "xla", False
+  on_cuda = _on_cuda_gpu()
+  if implementation == "pallas":
+    return "pallas", not on_cuda
+  if on_cuda and _walk_kernel().is_supported(
+      jnp.dtype(dtype), channels, canvas_elements=canvas_elements):
+    return "pallas", False
+  return "xla", False
+
+
+def _walk_kernel():
+  # Imported on first use: the Pallas kernel is only needed when selected.
+  return importlib.import_module("finola_jax.walk_kernel")
+
+
 # --------------------------------------------------------------------------
-# The scan.
+# The walks. A path is one or two phases; each phase grows the map along
+# one axis by walks away from what is already known (see walk_xla for the
+# canonical layout and the two functions each backend implements). A path's
+# gradient is a custom VJP whose only saved array is the finished map: every
+# phase's canvas is a rectangle of it, and every state is read back from it.
+
+_VERTICAL, _HORIZONTAL = 1, 2  # The axis a phase grows, in [P, H, W, C].
 
 
-def _compute_dtypes(*arrays) -> Tuple[jnp.dtype, jnp.dtype]:
-  """(dtype of inputs/outputs, dtype of the carried state).
+class _Plan(NamedTuple):
+  """Static description of one path (hashable: a ``custom_vjp`` argument).
 
-  Low-precision maps (bfloat16, float16) carry their state in float32: the
-  state accumulates hundreds of increments, which a 8-bit mantissa would lose.
+  ``phases``: ``(axis, num_back, num_forward)`` in walk order, phases with
+  no steps left out; ``extents``: ``(up, down, left, right)``; ``scale``:
+  the path's output is ``scale ×`` its map (``average`` sums two paths at
+  0.5, so no halved cotangent map is ever made).
   """
-  dtype = jnp.result_type(*arrays)
-  return dtype, jnp.promote_types(dtype, jnp.float32)
+  phases: Tuple[Tuple[int, int, int], ...]
+  extents: Tuple[int, int, int, int]
+  eps: float
+  normalized: bool
+  precision: Optional[jax.lax.Precision]
+  backend: str
+  interpret: bool
+  scale: float
 
 
-def _increment(z: Array, matrix_t: Array, eps: float, normalized: bool) -> Array:
-  """``M ẑ`` for a batch of row vectors ``z`` (``matrix_t`` is ``Mᵀ``)."""
-  zhat = normalize(z, eps) if normalized else z
-  return jnp.matmul(zhat.astype(matrix_t.dtype), matrix_t,
-                    preferred_element_type=z.dtype)
+def _canonical(x: Array, axis: int) -> Array:
+  """``[P, rows, cols, C]`` as the phase's ``[P', L, Q, C]`` (free reshape)."""
+  if axis == _VERTICAL:
+    return x
+  batch, rows, cols, channels = x.shape
+  return x.reshape(batch * rows, cols, 1, channels)
 
 
-def _advance_fn(matrix_t: Array, signed_step: Array, eps: float,
-                normalized: bool, remat: bool):
-  """Returns the step ``z ↦ z + signed_step · M ẑ`` on ``[k, ..., C]`` states.
+def _from_canonical(y: Array, axis: int, batch: int) -> Array:
+  if axis == _VERTICAL:
+    return y
+  walkers, length, _, channels = y.shape
+  return y.reshape(batch, walkers // batch, length, channels)
 
-  With ``remat`` the step is a ``jax.checkpoint``: its normalization is
-  recomputed in the backward pass instead of stored. Only the step, not the
-  write into the map: the write needs nothing saved.
+
+def _phase_kwargs(plan: _Plan, num_back: int, num_forward: int) -> dict:
+  kwargs = dict(num_back=num_back, num_forward=num_forward, eps=plan.eps,
+                normalized=plan.normalized, precision=plan.precision)
+  if plan.backend == "pallas":
+    kwargs["interpret"] = plan.interpret
+  return kwargs
+
+
+def _grow_functions(plan: _Plan):
+  """``(grow_forward, grow_backward)`` of the plan's backend."""
+  module = walk_xla if plan.backend == "xla" else _walk_kernel()
+  return module.grow_forward, module.grow_backward
+
+
+def _regions(plan: _Plan, rows: int, cols: int):
+  """Rows and columns of the map known after each phase (slices)."""
+  up, down, left, right = plan.extents
+  row_slice, col_slice = slice(up, up + rows), slice(left, left + cols)
+  regions = []
+  for axis, _, _ in plan.phases:
+    if axis == _VERTICAL:
+      row_slice = slice(0, up + rows + down)
+    else:
+      col_slice = slice(0, left + cols + right)
+    regions.append((row_slice, col_slice))
+  return regions
+
+
+def _path_forward(block: Array, A_t: Array, B_t: Array, step: Array,
+                  plan: _Plan) -> Array:
+  """The unscaled ``[P, H, W, C]`` map grown from ``block`` ``[P, h, w, C]``."""
+  grow_forward, _ = _grow_functions(plan)
+  x = block
+  for axis, num_back, num_forward in plan.phases:
+    matrix_t = B_t if axis == _VERTICAL else A_t
+    canvas = grow_forward(_canonical(x, axis), matrix_t, step,
+                          **_phase_kwargs(plan, num_back, num_forward))
+    x = _from_canonical(canvas, axis, block.shape[0])
+  return x
+
+
+def _scaled(feature_map: Array, scale: float) -> Array:
+  return feature_map if scale == 1.0 else feature_map * jnp.asarray(
+      scale, feature_map.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _walk_path(block: Array, A_t: Array, B_t: Array, step: Array,
+               plan: _Plan) -> Array:
+  """``plan.scale ×`` the map of one path (see :class:`_Plan`)."""
+  return _scaled(_path_forward(block, A_t, B_t, step, plan), plan.scale)
+
+
+def _walk_path_fwd(block, A_t, B_t, step, plan):
+  feature_map = _path_forward(block, A_t, B_t, step, plan)
+  return _scaled(feature_map, plan.scale), (feature_map, A_t, B_t, step)
+
+
+def _walk_path_bwd(plan, residuals, cotangent):
+  """Walks the phases back; each re-reads its states from the map.
+
+  Phase ``k``'s canvas is the rectangle of the map known after phase ``k``
+  (walks never change what they start from), so the map is the only saved
+  array. The scale is applied to the small results, not to the cotangent.
   """
-
-  def advance(z):
-    return z + signed_step * _increment(z, matrix_t, eps, normalized)
-
-  if remat:
-    advance = jax.checkpoint(advance,
-                             policy=jax.checkpoint_policies.nothing_saveable)
-  return advance
-
-
-def _write_lines(canvas: Array, lines: Array, indices: Array,
-                 axis: int) -> Array:
-  """Puts ``lines[j]`` into ``canvas`` at ``indices[j]`` along ``axis``.
-
-  The lines must land where ``canvas`` is still zero: they are *added*
-  (one scatter-add for all ``k`` lines). Adding to zero gives the same
-  values as writing them, and the transpose of an add only reads the
-  cotangent map, so the backward scan passes that map through untouched.
-  (A set's transpose zeroes the written lines of the carried cotangent, and
-  XLA then copied the whole map on every backward step.)
-
-  Args:
-    canvas: ``[..., H, W, C]``, zero at ``indices`` along ``axis``.
-    lines: ``[k, ...]``, each ``canvas`` without ``axis`` (``[..., W, C]``
-      for rows, ``axis=-3``; ``[..., H, C]`` for columns, ``axis=-2``).
-    indices: ``[k]`` distinct int indices along ``axis``.
-    axis: -3 or -2.
-  """
-  where = (Ellipsis, indices) + (slice(None),) * (-axis - 1)
-  return canvas.at[where].add(jnp.moveaxis(lines, 0, axis),
-                              unique_indices=True, mode="promise_in_bounds")
+  feature_map, A_t, B_t, step = residuals
+  _, grow_backward = _grow_functions(plan)
+  batch = feature_map.shape[0]
+  grads = {_VERTICAL: jnp.zeros_like(B_t), _HORIZONTAL: jnp.zeros_like(A_t)}
+  d_step = jnp.zeros_like(step)
+  up, down, left, right = plan.extents
+  rows = feature_map.shape[1] - up - down
+  cols = feature_map.shape[2] - left - right
+  regions = _regions(plan, rows, cols)
+  for (axis, num_back, num_forward), (row_slice, col_slice) in zip(
+      reversed(plan.phases), reversed(regions)):
+    canvas = feature_map[:, row_slice, col_slice]
+    matrix_t = B_t if axis == _VERTICAL else A_t
+    d_block, d_matrix_t, d_phase_step = grow_backward(
+        _canonical(canvas, axis), _canonical(cotangent, axis), matrix_t, step,
+        **_phase_kwargs(plan, num_back, num_forward))
+    cotangent = _from_canonical(d_block, axis, batch)
+    grads[axis] = grads[axis] + d_matrix_t
+    d_step = d_step + d_phase_step
+  return tuple(_scaled(g, plan.scale) for g in (
+      cotangent, grads[_HORIZONTAL], grads[_VERTICAL], d_step))
 
 
-def _scan_walks(canvas: Array, seeds: Array, signs: Tuple[float, ...],
-                positions: Array, axis: int, matrix_t: Array, step: Array,
-                eps: float, normalized: bool,
-                remat: bool) -> Tuple[Array, Array]:
-  """Runs ``k`` walks side by side, writing every state into ``canvas``.
-
-  Walker ``j`` takes steps ``z ← z + signs[j]·s·M ẑ``; all ``k`` walkers
-  share one matrix multiply per step. The state after step ``i`` goes
-  straight into line ``positions[i, j]`` of the carried ``canvas`` along
-  ``axis``: no stacked outputs to allocate and copy into the map afterwards.
-
-  Args:
-    canvas: ``[..., H, W, C]`` map being filled, in the carry dtype.
-    seeds: ``[k, ..., C]`` starting states, one line of ``canvas`` each.
-    signs: ``k`` signs (``-1.0``: backward walk, ``+1.0``: forward).
-    positions: ``[length, k]`` int indices along ``axis``, distinct within
-      a step and not yet written; ``length >= 1``.
-    axis: -3 (walkers are rows, walking vertically) or -2 (columns,
-      walking horizontally).
-    matrix_t, step, eps, normalized, remat: see :func:`unroll`.
-
-  Returns:
-    ``(last, canvas)``: the ``[k, ..., C]`` states after the last step and
-    the filled canvas.
-  """
-  signed_step = jnp.asarray(signs, seeds.dtype).reshape(
-      (len(signs),) + (1,) * (seeds.ndim - 1)) * step
-  advance = _advance_fn(matrix_t, signed_step, eps, normalized, remat)
-
-  def body(carry, index):
-    z, canvas = carry
-    z = advance(z)
-    return (z, _write_lines(canvas, z, index, axis)), None
-
-  (last, canvas), _ = jax.lax.scan(body, (seeds, canvas), positions)
-  return last, canvas
-
-
-def _grow(block: Array, matrix_t: Array, num_back: int, num_forward: int,
-          axis: int, step: Array, eps: float, normalized: bool,
-          remat: bool) -> Array:
-  """Extends ``block`` along ``axis`` (-3: rows, -2: columns) by walks.
-
-  The backward walkers (``−s``) start from the block's first line along
-  ``axis`` and add ``num_back`` lines before it, the forward walkers
-  (``+s``) start from its last line and add ``num_forward`` lines after it;
-  the block itself is kept as it is. For ``block`` ``[..., h, w, C]`` and
-  ``axis=-3`` the result is ``[..., num_back + h + num_forward, w, C]``.
-
-  Both directions share one scan step (one matmul) for the first
-  ``min(num_back, num_forward)`` steps; the longer one then goes on alone,
-  so no step is computed and dropped.
-  """
-  if num_back == 0 and num_forward == 0:
-    return block
-  widths = [(0, 0)] * block.ndim
-  widths[block.ndim + axis] = (num_back, num_forward)
-  canvas = jnp.pad(block, widths)
-  # Backward step i lands on line num_back-1-i, forward step i on
-  # num_back+size+i (indices into the zero-padded canvas).
-  back_positions = num_back - 1 - jnp.arange(num_back)
-  forward_positions = num_back + block.shape[axis] + jnp.arange(num_forward)
-  back = jnp.take(block, 0, axis=axis)
-  forward = jnp.take(block, -1, axis=axis)
-  walk = functools.partial(_scan_walks, axis=axis, matrix_t=matrix_t,
-                           step=step, eps=eps, normalized=normalized,
-                           remat=remat)
-  shared = min(num_back, num_forward)
-  if shared:
-    last, canvas = walk(
-        canvas, jnp.stack([back, forward]), (-1.0, 1.0),
-        jnp.stack([back_positions[:shared], forward_positions[:shared]],
-                  axis=1))
-    back, forward = last[0], last[1]
-  if num_back > shared:
-    canvas = walk(canvas, back[None], (-1.0,),
-                  back_positions[shared:, None])[1]
-  if num_forward > shared:
-    canvas = walk(canvas, forward[None], (1.0,),
-                  forward_positions[shared:, None])[1]
-  return canvas
+_walk_path.defvjp(_walk_path_fwd, _walk_path_bwd)
 
 
 def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
-          step: Array, eps: float, normalized: bool, remat: bool) -> Array:
+          step: Array, eps: float, normalized: bool, precision,
+          implementation: str) -> Array:
   """Grows a ``[..., h, w, C]`` block by walks away from it.
 
   ``extents = (up, down, left, right)`` counts the rows/columns to add on
@@ -269,36 +328,51 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   column; ``average`` is the mean of the two maps.
   """
   up, down, left, right = extents
+  batch_shape, (h, w, channels) = block.shape[:-3], block.shape[-3:]
+  height, width = up + h + down, left + w + right
+  backend, interpret = select_implementation(
+      implementation, block.dtype, channels,
+      math.prod(batch_shape) * height * width * channels)
+  vertical = ((_VERTICAL, up, down),) if up or down else ()
+  horizontal = ((_HORIZONTAL, left, right),) if left or right else ()
+  orders = {"vertical_first": [vertical + horizontal],
+            "horizontal_first": [horizontal + vertical],
+            "average": [vertical + horizontal, horizontal + vertical]}[path]
+  orders = list(dict.fromkeys(orders))  # One path when both are the same.
+  if not orders[0]:
+    return block  # Nothing to walk: the block is the map.
+  block = block.reshape((-1, h, w, channels))
+  maps = [_walk_path(block, A_t, B_t, step, _Plan(
+      phases, tuple(extents), float(eps), bool(normalized), precision,
+      backend, interpret, 1.0 / len(orders))) for phases in orders]
+  feature_map = maps[0] if len(maps) == 1 else maps[0] + maps[1]
+  return feature_map.reshape(batch_shape + feature_map.shape[1:])
 
-  def vertical(x):
-    return _grow(x, B_t, up, down, -3, step, eps, normalized, remat)
 
-  def horizontal(x):
-    return _grow(x, A_t, left, right, -2, step, eps, normalized, remat)
+def _prepare(x: Array, name: str, A, B, step, precision, implementation):
+  """Validates the shared arguments; returns (x, A_t, B_t, step, precision).
 
-  if path == "vertical_first":
-    return horizontal(vertical(block))
-  if path == "horizontal_first":
-    return vertical(horizontal(block))
-  return 0.5 * (horizontal(vertical(block)) + vertical(horizontal(block)))
-
-
-def _prepare(x: Array, name: str, A, B, step):
-  """Validates the shared arguments; returns (dtype, A_t, B_t, step, x)."""
+  ``x``, ``A_t``, ``B_t`` come back in the output dtype, ``step`` in the
+  walkers' carry dtype.
+  """
   _check_floating(name, x)
   _check_matrices(A, B, x.shape[-1], name)
   _check_step(step)
-  dtype, carry = _compute_dtypes(x, A, B)
+  precision = _check_precision(precision)
+  _check_implementation(implementation)
+  dtype = jnp.result_type(x, A, B)
   A_t = jnp.asarray(A).astype(dtype).T
   B_t = jnp.asarray(B).astype(dtype).T
-  return dtype, A_t, B_t, jnp.asarray(step).astype(carry), x.astype(carry)
+  step = jnp.asarray(step).astype(walk_xla.carry_dtype(dtype))
+  return x.astype(dtype), A_t, B_t, step, precision
 
 
 def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
            *, origin: Optional[Tuple[int, int]] = None,
            path: str = "vertical_first", step: ArrayLike = 1.0,
            eps: float = 1e-6, normalized: bool = True,
-           remat: bool = False) -> Array:
+           precision: Union[None, str, jax.lax.Precision] = None,
+           implementation: str = "auto") -> Array:
   """Regresses a ``height × width`` feature map from one vector ``q``.
 
   ``q`` is placed at ``origin = (r0, c0)`` (default ``(H // 2, W // 2)``) and
@@ -313,11 +387,17 @@ def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
   ``"average"`` is the mean of the two maps. With ``step = 1/k`` the map
   samples the same solution ``k`` times more densely.
 
-  A single path takes ``max(r0, H−1−r0) + max(c0, W−1−c0)`` sequential steps
-  (``jax.lax.scan``), each one matrix multiply over all active walkers.
-  ``height``, ``width``, ``origin``, ``path``, ``normalized`` and ``remat``
-  must be static under ``jit``; ``q``, ``A``, ``B`` and ``step`` may be
-  traced and differentiated.
+  A single path takes ``max(r0, H−1−r0) + max(c0, W−1−c0)`` sequential steps,
+  each one matrix multiply over all active walkers. The map is computed in
+  the output dtype ``D``; each walker carries its state in
+  ``promote(D, float32)`` and casts it when written. ``height``, ``width``,
+  ``origin``, ``path``, ``eps``, ``normalized``, ``precision`` and
+  ``implementation`` must be static under ``jit``; ``q``, ``A``, ``B`` and
+  ``step`` may be traced and differentiated in reverse mode (``jax.grad``,
+  ``jax.vjp``, any order): the backward walks the lines back, re-reading
+  every state from the finished map, so it keeps nothing else (about twice
+  the map's bytes: the map and its cotangent). Forward mode (``jax.jvp``,
+  ``jax.jacfwd``) is not supported.
 
   Args:
     q: ``[..., C]`` initial vector(s); any number of leading batch dims.
@@ -331,12 +411,21 @@ def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
     eps: normalization epsilon (inside the square root).
     normalized: ``False`` drops the normalization (``z + s·A z``): QB-Heat's
       linear autoregression, the baseline FINOLA improves on.
-    remat: recompute each step's normalization in the backward pass
-      (``jax.checkpoint``) instead of storing it, halving its memory.
+    precision: of every step's matrix multiply, forward and backward:
+      ``None`` (JAX's default, ``jax.default_matmul_precision``), a
+      ``jax.lax.Precision`` or one of its names (``"default"``, ``"high"``,
+      ``"highest"``, ... in any case). For float32, ``"default"`` is one
+      TF32 pass on GPUs with tensor cores (A100, H100), one bfloat16 pass on
+      TPU, and full float32 on CPU; ``"highest"`` is full float32
+      everywhere.
+    implementation: ``"xla"`` (``jax.lax.scan`` loops), ``"pallas"`` (the
+      Pallas GPU kernel; interpreted, slowly, off a CUDA GPU) or ``"auto"``
+      (the kernel on a CUDA GPU where it supports the dtype and ``C``, else
+      XLA), decided when traced.
 
   Returns:
-    ``[..., H, W, C]`` map of dtype ``jnp.result_type(q, A, B)`` (bfloat16
-    inputs are carried in float32 and cast back); ``map[..., r0, c0, :] == q``.
+    ``[..., H, W, C]`` map of dtype ``jnp.result_type(q, A, B)``;
+    ``map[..., r0, c0, :] == q``.
   """
   q = jnp.asarray(q)
   if q.ndim < 1:
@@ -344,11 +433,11 @@ def unroll(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int, width: int,
   height, width = _check_size(height, width)
   _check_path(path)
   row, col = resolve_origin(height, width, origin)
-  dtype, A_t, B_t, step, q = _prepare(q, "q", A, B, step)
+  q, A_t, B_t, step, precision = _prepare(q, "q", A, B, step, precision,
+                                          implementation)
   extents = (row, height - 1 - row, col, width - 1 - col)
-  feature_map = _fill(q[..., None, None, :], A_t, B_t, extents, path, step,
-                      eps, normalized, remat)
-  return feature_map.astype(dtype)
+  return _fill(q[..., None, None, :], A_t, B_t, extents, path, step, eps,
+               normalized, precision, implementation)
 
 
 def corner_extents(corner: str, block_shape: Tuple[int, int], height: int,
@@ -367,7 +456,8 @@ def extrapolate(block: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
                 width: int, *, corner: str = "top_left",
                 path: str = "vertical_first", step: ArrayLike = 1.0,
                 eps: float = 1e-6, normalized: bool = True,
-                remat: bool = False) -> Array:
+                precision: Union[None, str, jax.lax.Precision] = None,
+                implementation: str = "auto") -> Array:
   """Completes a ``height × width`` map from a known ``h × w`` corner block.
 
   The block sits in ``corner`` of the map and the rest is filled by FINOLA
@@ -385,7 +475,8 @@ def extrapolate(block: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
     height, width: size of the completed map (static).
     corner: ``"top_left"``, ``"top_right"``, ``"bottom_left"`` or
       ``"bottom_right"`` (static).
-    path, step, eps, normalized, remat: as in :func:`unroll`.
+    path, step, eps, normalized, precision, implementation: as in
+      :func:`unroll`.
 
   Returns:
     ``[..., height, width, C]`` map of dtype ``jnp.result_type(block, A, B)``.
@@ -403,7 +494,7 @@ def extrapolate(block: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
     raise ValueError(
         f"block is {h}×{w}, larger than the {height}×{width} map to fill.")
   extents = corner_extents(corner, (h, w), height, width)
-  dtype, A_t, B_t, step, block = _prepare(block, "block", A, B, step)
-  feature_map = _fill(block, A_t, B_t, extents, path, step, eps, normalized,
-                      remat)
-  return feature_map.astype(dtype)
+  block, A_t, B_t, step, precision = _prepare(block, "block", A, B, step,
+                                              precision, implementation)
+  return _fill(block, A_t, B_t, extents, path, step, eps, normalized,
+               precision, implementation)

@@ -4,30 +4,25 @@
 
 import itertools
 import os
+import subprocess
+import sys
 import types
 from unittest import mock
 
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from finola_jax import data
-from finola_jax.data import input_pipeline
+from finola_jax.data import preprocessing
+from finola_jax.data import sources
 from tests import helpers
 
 KODAK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                          "data", "kodak")
 SIZE = 16
-NUM_MOCK_EXAMPLES = 6
-# Mocked TFDS datasets and their validation split names.
-MOCK_DATASETS = {"cifar10": "test", "imagenet2012": "validation"}
+NUM_MOCK_EXAMPLES = helpers.NUM_MOCK_EXAMPLES
+MOCK_DATASETS = helpers.MOCK_DATASETS
 NUM_FOLDER_IMAGES = 12  # Sorted position 9 is held out for validation.
-
-
-def _write_png(path, image):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tf.io.write_file(path, tf.io.encode_png(image))
 
 
 def _colour(index):
@@ -49,7 +44,7 @@ def photo_folder(tmp_path_factory):
     image[..., 2] = rng.integers(0, 256, (height, width))
     subfolder = ("", "a", os.path.join("a", "b"))[i % 3]
     paths.append(os.path.join(root, subfolder, f"img{i:02d}.png"))
-    _write_png(paths[-1], image)
+    helpers.write_png(paths[-1], image)
   open(os.path.join(root, "notes.txt"), "w").close()  # Not an image: ignored.
   return root, sorted(paths)
 
@@ -65,25 +60,16 @@ def labeled_folder(tmp_path_factory):
       image[..., :2] = _colour(label)
       image[..., 2] = 0
       nested = "deep" if name == "dog" and i % 2 else ""
-      _write_png(os.path.join(root, name, nested, f"{i}.png"), image)
+      helpers.write_png(os.path.join(root, name, nested, f"{i}.png"), image)
   return root
 
 
-@pytest.fixture(scope="module")
-def tfds_metadata_dir(tmp_path_factory):
-  """TFDS metadata with real split names, so mocks know their splits."""
-  return helpers.write_tfds_metadata(str(tmp_path_factory.mktemp("tfds")),
-                                     MOCK_DATASETS, NUM_MOCK_EXAMPLES)
-
-
 @pytest.fixture
-def mock_tfds(tfds_metadata_dir):
+def mock_tfds(tmp_path):
   """TFDS yields NUM_MOCK_EXAMPLES random examples for any split (and ignores
   slicing such as "test[:2]"). Returns the data_dir to pass."""
-  with tfds.testing.mock_data(num_examples=NUM_MOCK_EXAMPLES,
-                              policy=tfds.testing.MockPolicy.USE_FILES,
-                              data_dir=tfds_metadata_dir):
-    yield tfds_metadata_dir
+  with helpers.mock_tfds(str(tmp_path / "tfds")) as data_dir:
+    yield data_dir
 
 
 def _train_batches(dataset, num_steps=2, *, process_count=1,
@@ -115,12 +101,12 @@ def _eval_batches(dataset, **kwargs):
   return list(data.create_eval_iterator(dataset, image_size=SIZE, **kwargs))
 
 
-def _masked_images(batches):
-  """The real (mask 1) images of eval batches: [N, S, S, 3]."""
-  images = np.concatenate([b["image"].reshape(-1, SIZE, SIZE, 3)
-                           for b in batches])
+def _masked_images(batches, key="image"):
+  """The real (mask 1) images (or indices) of eval batches: [N, ...]."""
   mask = np.concatenate([b["mask"].reshape(-1) for b in batches])
-  return images[mask == 1]
+  values = np.concatenate([b[key].reshape((len(mask) // len(batches),) +
+                                          b[key].shape[2:]) for b in batches])
+  return values[mask == 1]
 
 
 # ------------------------------------------------------------------ training ---
@@ -203,7 +189,7 @@ def _permutation_and_gains(source, target):
   dark source pixel makes the ratio uninformative; a channel clipped to 1
   everywhere gets gain NaN.
   """
-  low, high = input_pipeline.COLOUR_GAIN_RANGE
+  low, high = preprocessing.COLOUR_GAIN_RANGE
   for permutation in itertools.permutations(range(3)):
     permuted = source[:, permutation]
     gains = np.full(3, np.nan)
@@ -257,24 +243,39 @@ def test_embedded_eval_pads_and_masks_last_batch():
                            max_examples=3)) == 2
 
 
-def test_eval_processes_get_disjoint_shares_and_equal_batch_counts():
-  everything = _masked_images(_eval_batches(data.EMBEDDED, global_batch_size=4))
-  shares = [_eval_batches(data.EMBEDDED, global_batch_size=4, process_index=p,
-                          process_count=2, local_device_count=1)
+@pytest.mark.parametrize("source", ["embedded", "folder", "directory"])
+def test_eval_processes_get_disjoint_shares_indexed_in_the_split(
+    source, photo_folder):
+  """Every image keeps its index in the split whatever the layout, so
+  per-example randomness keyed by it does not depend on the layout."""
+  if source == "directory":
+    batches = lambda **layout: list(data.create_directory_eval_iterator(
+        photo_folder[0], image_size=SIZE, global_batch_size=4, **layout))
+  else:
+    dataset = data.EMBEDDED if source == "embedded" else photo_folder[0]
+    batches = lambda **layout: _eval_batches(
+        dataset, global_batch_size=4, max_examples=5, **layout)
+  everything = batches(process_index=0, process_count=1, local_device_count=2)
+  indices = _masked_images(everything, "index")
+  np.testing.assert_array_equal(indices, np.arange(len(indices)))
+  by_index = dict(zip(indices, _masked_images(everything)))
+  shares = [batches(process_index=p, process_count=2, local_device_count=1)
             for p in range(2)]
-  assert len(shares[0]) == len(shares[1])  # 8 and 7 images, 4 batches each.
-  union = np.concatenate([_masked_images(share) for share in shares])
-  assert len(union) == len(everything)
-  order = lambda images: images[np.lexsort(images.reshape(len(images), -1).T)]
-  np.testing.assert_array_equal(order(union), order(everything))
+  assert len(shares[0]) == len(shares[1])  # Equal batch counts.
+  union = {}
+  for share in shares:
+    union.update(zip(_masked_images(share, "index"), _masked_images(share)))
+  assert sorted(union) == sorted(by_index)
+  for index, image in union.items():
+    np.testing.assert_array_equal(image, by_index[index])
 
 
 def test_folder_eval_is_the_held_out_file(photo_folder):
   directory, paths = photo_folder
   images = _masked_images(_eval_batches("folder:" + directory,
                                         global_batch_size=2))
-  expected = input_pipeline.center_crop_resize(
-      input_pipeline.decode_image_file(paths[9]), SIZE).numpy()
+  expected = preprocessing.center_crop_resize(
+      sources.decode_image_file(paths[9]), SIZE).numpy()
   np.testing.assert_array_equal(images, expected[None])
 
 
@@ -288,6 +289,8 @@ def test_tfds_eval(dataset, mock_tfds):
       [1] * NUM_MOCK_EXAMPLES + [0] * 2)
   images = _masked_images(batches)
   assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.01
+  np.testing.assert_array_equal(_masked_images(batches, "index"),
+                                np.arange(NUM_MOCK_EXAMPLES))
   np.testing.assert_array_equal(
       images, _masked_images(_eval_batches(dataset, global_batch_size=4,
                                            data_dir=mock_tfds)))
@@ -296,20 +299,37 @@ def test_tfds_eval(dataset, mock_tfds):
                            data_dir=mock_tfds)) == 1
 
 
-def test_load_image_directory(photo_folder):
+def _directory_images(directory, image_size=SIZE, **kwargs):
+  return _masked_images(list(data.create_directory_eval_iterator(
+      directory, image_size=image_size, global_batch_size=4, **kwargs)))
+
+
+def test_directory_eval(photo_folder):
   directory, paths = photo_folder
-  images = data.load_image_directory(directory, SIZE)  # Top level only.
+  images = _directory_images(directory)  # Top level only, in name order.
   top_level = [p for p in paths if os.path.dirname(p) == directory]
   assert images.shape == (len(top_level), SIZE, SIZE, 3)
   assert images.dtype == np.float32
+  for image, path in zip(images, top_level):
+    np.testing.assert_array_equal(image, preprocessing.center_crop_resize(
+        sources.decode_image_file(path), SIZE).numpy())
   np.testing.assert_allclose(images[0, ..., 0], _colour(0)[0] / 255, atol=1e-6)
 
 
 @pytest.mark.skipif(not os.path.isdir(KODAK_DIR), reason="no Kodak images")
-def test_load_image_directory_kodak():
-  images = data.load_image_directory(KODAK_DIR, 32)
+def test_directory_eval_kodak():
+  images = _directory_images(KODAK_DIR, 32)
   assert images.shape == (4, 32, 32, 3)
   assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.05
+
+
+def test_importing_the_pipeline_leaves_tensorflow_devices_alone():
+  code = ("import tensorflow as tf; calls = []; "
+          "tf.config.set_visible_devices = lambda *a: calls.append(a); "
+          "import finola_jax.data; print(calls)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, cwd=helpers.REPO_ROOT, check=True)
+  assert out.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------ labeled ---
@@ -397,6 +417,11 @@ def _labeled(dataset=data.DIGITS, split="train", **kwargs):
                                                     **kwargs})
 
 
+def _directory(directory=None, **kwargs):
+  return data.create_directory_eval_iterator(
+      directory, **{"image_size": SIZE, "global_batch_size": 4, **kwargs})
+
+
 @pytest.mark.parametrize("make, kwargs, message", [
     (_train, {"image_size": 0}, "image_size"),
     (_train, {"global_batch_size": 6, "process_count": 2,
@@ -412,6 +437,7 @@ def _labeled(dataset=data.DIGITS, split="train", **kwargs):
     (_labeled, {"image_size": 0}, "image_size"),
     (_labeled, {"max_examples": 0}, "max_examples"),
     (_labeled, {"dataset": data.EMBEDDED}, "no labels"),
+    (_directory, {"directory": ".", "image_size": 0}, "image_size"),
 ])
 def test_invalid_arguments(make, kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -424,37 +450,40 @@ def test_unknown_dataset(make):
     make("no_such_dataset")
 
 
-@pytest.mark.parametrize("make", [_train, _eval, _labeled])
-def test_folder_that_is_not_a_directory(make, tmp_path):
+@pytest.mark.parametrize("make, prefix", [
+    (_train, "folder:"), (_eval, "folder:"), (_labeled, "folder:"),
+    (_directory, "")])
+def test_folder_that_is_not_a_directory(make, prefix, tmp_path):
   with pytest.raises(ValueError, match="is not a directory"):
-    make(f"folder:{tmp_path}/missing")
+    make(f"{prefix}{tmp_path}/missing")
 
 
 def test_tfds_without_validation_or_test_split():
   builder = types.SimpleNamespace(
       name="fake", info=types.SimpleNamespace(splits={"train": None}))
   with pytest.raises(ValueError, match="neither a 'validation' nor a 'test'"):
-    input_pipeline.validation_split_name(builder)
+    sources.validation_split_name(builder)
 
 
 def test_labeled_tfds_needs_image_and_class_label():
   builder = types.SimpleNamespace(
       info=types.SimpleNamespace(features={"image": None}))
-  with mock.patch.object(input_pipeline, "tfds_builder", return_value=builder):
+  with mock.patch.object(sources, "tfds_builder", return_value=builder):
     with pytest.raises(ValueError, match="not an image classification"):
       _labeled("fake")
 
 
 def test_folder_without_enough_images(tmp_path):
-  with pytest.raises(ValueError, match="No image files"):
-    _train(f"folder:{tmp_path}")
-  _write_png(str(tmp_path / "only.png"), np.zeros((4, 4, 3), np.uint8))
+  for make, prefix in ((_train, "folder:"), (_directory, "")):
+    with pytest.raises(ValueError, match="No image files"):
+      make(f"{prefix}{tmp_path}")
+  helpers.write_png(str(tmp_path / "only.png"), np.zeros((4, 4, 3), np.uint8))
   with pytest.raises(ValueError, match="at least two"):
     _train(f"folder:{tmp_path}")
 
 
 def test_labeled_folder_needs_two_classes(tmp_path):
-  _write_png(str(tmp_path / "cat" / "0.png"), np.zeros((4, 4, 3), np.uint8))
+  helpers.write_png(str(tmp_path / "cat" / "0.png"), np.zeros((4, 4, 3), np.uint8))
   with pytest.raises(ValueError, match="at least two"):
     _labeled(f"folder:{tmp_path}")
 
@@ -462,13 +491,3 @@ def test_labeled_folder_needs_two_classes(tmp_path):
 def test_labeled_batches_needs_positive_batch_size():
   with pytest.raises(ValueError, match="batch_size"):
     _labeled(max_examples=4).batches(0)
-
-
-def test_load_image_directory_errors(tmp_path):
-  with pytest.raises(ValueError, match="is not a directory"):
-    data.load_image_directory(str(tmp_path / "missing"), SIZE)
-  with pytest.raises(ValueError, match="No image files"):
-    data.load_image_directory(str(tmp_path), SIZE)
-  _write_png(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
-  with pytest.raises(ValueError, match="image_size"):
-    data.load_image_directory(str(tmp_path), 0)

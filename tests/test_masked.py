@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 
 import finola_jax
+from experiments import pretrain_masked
+from finola_jax import tasks
 from finola_jax.models import masked
 from finola_jax.tasks import masked as masked_tasks
+from finola_jax.train import run_config
+from finola_jax.train import step as step_lib
+from finola_jax.train import trainer
 from tests import helpers
-from tests.helpers import programs  # pylint: disable=unused-import (fixture)
 
-PROGRAM = helpers.uses_program("experiments.pretrain_masked")
 SIZE = helpers.TINY_MODEL["image_size"]
 STRIDE = helpers.TINY_MODEL["stride"]
 MAP = SIZE // STRIDE
@@ -39,9 +42,14 @@ def _noise(shape, seed=1):
   return 5.0 * jax.random.normal(jax.random.PRNGKey(seed), shape)
 
 
+def masked_task(masking="quadrant", **overrides):
+  return tasks.create_task(helpers.tiny_config(
+      "pretrain_masked", masking=masking, **overrides))
+
+
 @pytest.fixture(scope="module")
 def params():
-  return helpers.initial_params(helpers.masked_task())
+  return helpers.initial_params(masked_task())
 
 
 def _traced(model, method):
@@ -69,13 +77,12 @@ def _traced(model, method):
 
 @pytest.fixture(scope="module")
 def quadrant_forward():
-  return _traced(helpers.masked_task().model,
-                 masked.MaskedFinola.predict_from_quadrant)
+  return _traced(masked_task().model, masked.MaskedFinola.predict_from_quadrant)
 
 
 @pytest.fixture(scope="module")
 def patches_forward():
-  return _traced(helpers.masked_task("random").model,
+  return _traced(masked_task("random").model,
                  masked.MaskedFinola.predict_from_patches)
 
 
@@ -130,25 +137,36 @@ def test_quadrant_encoder_never_sees_masked_pixels(params, quadrant_forward,
   assert not np.allclose(shown[1]["encoder_output"], seen["encoder_output"])
 
 
+@pytest.mark.parametrize("path", ["vertical_first", "horizontal_first", "average"])
 @pytest.mark.parametrize("extrapolation", ["finola", "linear"])
-def test_extrapolation_from_every_corner_keeps_the_block(params, extrapolation):
-  model = helpers.masked_task(extrapolation=extrapolation).model
+def test_completion_from_each_corner_equals_extrapolate_from_it(
+    params, extrapolation, path):
+  """Each example's completion, computed for its own corner only, is
+  ``finola_jax.extrapolate`` from that corner (what was computed for all four
+  corners before, keeping one); the block stays as it is."""
+  model = masked_task(extrapolation=extrapolation, path=path).model
   channels = helpers.TINY_MODEL["channels"]
-  block = jax.random.normal(jax.random.PRNGKey(2), (2, MAP // 2, MAP // 2, channels))
-  extrapolate = jax.jit(lambda params, block: [model.apply(
-      {"params": params}, block,
-      method=lambda module, b, name=name: module._extrapolate(b, name))  # pylint: disable=protected-access
-                                               for name in finola_jax.CORNERS])
-  for corner, (name, full) in enumerate(zip(finola_jax.CORNERS,
-                                            extrapolate(params, block))):
-    assert full.shape == (2, MAP, MAP, channels)
+  block = jax.random.normal(jax.random.PRNGKey(2), (4, MAP // 2, MAP // 2, channels))
+  corners = jnp.array([2, 0, 3, 1])  # Every corner, in a mixed order.
+  complete = jax.jit(lambda params, block, corners: model.apply(
+      {"params": params}, block, corners,
+      method=masked.MaskedFinola.complete_from_corner))
+  full = complete(params, block, corners)
+  assert full.shape == (4, MAP, MAP, channels) and np.all(np.isfinite(full))
+  A, B = params["matrices"]["A"], params["matrices"]["B"]
+  for b, corner in enumerate(np.asarray(corners)):
+    expected = finola_jax.extrapolate(
+        block[b], A, B, MAP, MAP, corner=finola_jax.CORNERS[corner], path=path,
+        normalized=extrapolation == "finola")
+    np.testing.assert_allclose(full[b], expected, rtol=1e-5, atol=1e-5,
+                               err_msg=f"{b}: {finola_jax.CORNERS[corner]}")
     rows, cols = _quadrant(corner, MAP)
-    np.testing.assert_allclose(full[:, rows, cols], block, rtol=1e-6, atol=1e-6,
-                               err_msg=name)
-    rest = np.ones((MAP, MAP), bool)
-    rest[rows, cols] = False
-    assert np.all(np.isfinite(full))
-    assert not np.allclose(np.asarray(full)[:, rest], 0.0)  # Filled in.
+    np.testing.assert_array_equal(full[b, rows, cols], block[b])
+
+  # Two walks per path (vertical, horizontal), not one pair per corner.
+  jaxpr = jax.make_jaxpr(complete)(params, block, corners)
+  scans = str(jaxpr).count("scan[")
+  assert scans == (4 if path == "average" else 2), scans
 
 
 def test_random_visible_patches():
@@ -160,6 +178,23 @@ def test_random_visible_patches():
   assert len({v.tobytes() for v in visible}) == 8  # A mask per example.
   np.testing.assert_array_equal(
       visible, masked_tasks.random_visible(keys, MAP, 0.75))  # Seeded.
+  # 1 and 63 of the 64 patches of an 8×8 map: the extremes allowed.
+  for ratio, count in ((1 - 1 / 64, 1), (1 / 64, 63)):
+    visible = masked_tasks.random_visible(keys, 8, ratio)
+    np.testing.assert_array_equal(np.sum(visible, axis=(1, 2)), count)
+
+
+@pytest.mark.parametrize("ratio, visible", [(0.005, 64), (0.999, 0)])
+def test_mask_ratio_must_leave_a_patch_visible_and_one_masked(ratio, visible):
+  """0.005 on an 8×8 map left all 64 patches visible (loss 0/0: NaN);
+  0.999 none (the docstring's count, silently clamped to 1)."""
+  message = (rf"config.mask_ratio must leave between 1 and 63 of the 64 "
+             rf"patches of the 8×8 map visible .*it leaves {visible}\)")
+  with pytest.raises(run_config.ConfigError, match=message):
+    masked_tasks.random_visible(jax.random.split(jax.random.PRNGKey(0), 2),
+                                8, ratio)
+  with pytest.raises(run_config.ConfigError, match=message):
+    masked_task("random", mask_ratio=ratio)
 
 
 def test_random_masking_encoder_never_sees_masked_patches(params,
@@ -211,7 +246,7 @@ def test_loss_is_zero_when_only_visible_pixels_are_wrong(params, masking):
   """The images' masked pixels replaced by the model's own prediction: the
   prediction is the same (the encoder never saw them) and is now right on
   every masked pixel, wrong on visible ones: the loss is 0."""
-  task = helpers.masked_task(masking)
+  task = masked_task(masking)
   images = _images()
   keys = jax.random.split(jax.random.PRNGKey(6), images.shape[0])
   predict_and_loss = jax.jit(lambda params, images, keys: (
@@ -250,9 +285,9 @@ def test_norm_pix_targets():
   flat = np.asarray(masked_tasks.patch_normalize(np.full_like(images, 0.3), patch))
   np.testing.assert_allclose(flat, 0.0, atol=1e-4)
 
-  normalized = helpers.masked_task(norm_pix_loss=True, patch_size=patch)
+  normalized = masked_task(norm_pix_loss=True, patch_size=patch)
   np.testing.assert_array_equal(normalized.target(images), targets)
-  assert helpers.masked_task(norm_pix_loss=False).target(images) is images
+  assert masked_task(norm_pix_loss=False).target(images) is images
 
 
 @pytest.mark.parametrize("norm_pix_loss, keys", [
@@ -260,43 +295,38 @@ def test_norm_pix_targets():
     (True, {"masked_loss"}),  # PSNR is in pixel space.
 ])
 def test_eval_metrics(params, norm_pix_loss, keys):
-  task = helpers.masked_task(norm_pix_loss=norm_pix_loss)
-  shapes = jax.eval_shape(task.eval_metrics, params, {"image": _images()})
+  task = masked_task(norm_pix_loss=norm_pix_loss, patch_size=4)
+  batch = {"image": _images(), "index": jnp.arange(2)}
+  shapes = jax.eval_shape(task.eval_metrics, params, batch,
+                          step_lib.evaluation_keys(batch["index"]))
   assert set(shapes) == keys
   assert all(s.shape == (2,) for s in shapes.values())
+
+
+def test_random_masking_evaluation_does_not_depend_on_the_device_layout(params):
+  """Evaluation masks are keyed by each image's index in the split: 1, 2 or
+  4 devices score the same. (Keyed by the position in each device's batch,
+  4 devices × 1 image gave every image the same mask.)"""
+  task = masked_task("random")
+  images = np.asarray(_images(count=4, seed=8))
+  batch = {"image": images, "index": np.arange(4, dtype=np.int32),
+           "mask": np.ones(4, np.float32)}
+  results = []
+  for devices in (1, 2, 4):
+    steps = step_lib.ParallelSteps(task, 0, devices=jax.local_devices()[:devices])
+    device_batch = {k: v.reshape((devices, -1) + v.shape[1:])
+                    for k, v in batch.items()}
+    results.append(trainer.evaluate(steps, steps.replicate(params),
+                                    [device_batch]))
+  for result in results[1:]:
+    for key, value in results[0].items():
+      assert result[key] == pytest.approx(value, rel=1e-5), key
 
 
 # ----------------------------------------------------------------- program ---
 
 
-@pytest.mark.parametrize("overrides, flag", [
-    (dict(image_size=12, stride=4, encoder_depth=2), "--image_size"),
-    (dict(stride=4, encoder_depth=1), "--encoder_depth"),
-    (dict(mask_ratio=1.0), "--mask_ratio"),
-    (dict(mask_ratio=0.0), "--mask_ratio"),
-    (dict(norm_pix_loss=True, patch_size=5), "--patch_size"),
-    (dict(norm_pix_loss=True, patch_size=0), "--patch_size"),
-    (dict(batch_size=6), "--batch_size"),
-    (dict(stride=3), "--stride"),
-    (dict(steps=-1), "--steps"),
-])
-def test_pretrain_usage_errors_name_the_flag(programs, tmp_path, overrides, flag):
-  result = programs.run(PROGRAM, [f"--workdir={tmp_path / 'run'}",
-                                  *helpers.tiny_flags(**overrides)])
-  assert result.status == "usage_error", result
-  assert flag in result.message
-  assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("flag", ["--masking=bogus", "--extrapolation=bogus",
-                                  "--mask_ratio=lots"])
-def test_pretrain_invalid_flag_values(programs, tmp_path, flag):
-  result = programs.run(PROGRAM, [f"--workdir={tmp_path}", *helpers.tiny_flags(),
-                                  flag])
-  assert result.status == "flags_error", result
-  assert flag.split("=")[0] in result.message
-
-
-def test_killed_pretraining_resumes(programs, tmp_path):
+def test_killed_pretraining_resumes(tmp_path, caplog):
   helpers.check_kill_and_resume(
-      programs, PROGRAM, helpers.tiny_flags(masking="random"), tmp_path)
+      pretrain_masked, helpers.tiny_config("pretrain_masked", masking="random"),
+      str(tmp_path), caplog)

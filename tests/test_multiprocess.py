@@ -4,7 +4,7 @@
 
 What a TPU pod or a GPU cluster does with one process per host, here with
 2 processes × 2 forced CPU devices talking over gloo on 127.0.0.1:
-``python -m experiments.reconstruct --coordinator_address=127.0.0.1:PORT
+``python3 -m experiments.reconstruct --coordinator_address=127.0.0.1:PORT
 --num_processes=2 --process_id=i`` trains a tiny model for 3 steps, and
 
 * its final parameters (read back from the orbax checkpoint) equal those of
@@ -22,10 +22,10 @@ a busy machine; ``-k "not resumed"`` leaves out the last two.
 Every process is started by this file, waited for with a timeout (all runs
 together: TIMEOUT_S) and killed on failure. The runs use
 ``--xla_backend_optimization_level=0``: it cuts XLA's CPU compile time
-several-fold and applies to every run compared alike.
+several-fold and applies to every run compared alike; they share the
+session's compilation cache (conftest.py).
 """
 
-import json
 import os
 import re
 import shutil
@@ -38,15 +38,17 @@ import numpy as np
 import pytest
 
 from finola_jax.train import checkpointing
+from tests import helpers
 
 LEARNING_RATE = 2e-3
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT_S = 480  # for all the runs of this file together
+TIMEOUT_S = 900  # for all the runs of this file together (a loaded machine)
 TINY_FLAGS = [
-    "--image_size=16", "--stride=4", "--channels=8", "--encoder_width=4",
-    "--encoder_depth=2", "--decoder_width=8", "--batch_size=8", "--steps=3",
-    "--checkpoint_every=2", "--eval_every=3", "--log_every=1",
-    f"--learning_rate={LEARNING_RATE}", "--warmup_steps=2",
+    "--config.image_size=16", "--config.stride=4", "--config.channels=8",
+    "--config.encoder_width=4", "--config.encoder_depth=2",
+    "--config.decoder_width=8", "--config.batch_size=8", "--config.steps=3",
+    "--config.checkpoint_every=2", "--config.eval_every=3",
+    "--config.log_every=1", f"--config.learning_rate={LEARNING_RATE}",
+    "--config.warmup_steps=2",
 ]
 RTOL, ATOL = 1e-4, 1e-5
 # Adam divides each gradient by its RMS: a parameter whose gradient is zero
@@ -66,21 +68,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(devices: int, cache_dir: str) -> dict:
-  env = dict(os.environ)
-  xla_flags = [f for f in env.get("XLA_FLAGS", "").split()
-               if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join(xla_flags + [
-      f"--xla_force_host_platform_device_count={devices}",
-      "--xla_backend_optimization_level=0"])
-  env["JAX_PLATFORMS"] = "cpu"
-  env["CUDA_VISIBLE_DEVICES"] = ""
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  # The resumed run reuses the first 2-process run's compiled programs.
-  env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  env["PYTHONPATH"] = os.pathsep.join(
-      [REPO] + [p for p in [env.get("PYTHONPATH")] if p])
+def _env(devices: int) -> dict:
+  """conftest's environment (compilation cache) with ``devices``, compiling
+  quickly (see the module doc)."""
+  env = helpers.program_env()
+  env["XLA_FLAGS"] = " ".join(
+      [f for f in env["XLA_FLAGS"].split()
+       if not f.startswith("--xla_force_host_platform_device_count")] +
+      [f"--xla_force_host_platform_device_count={devices}",
+       "--xla_backend_optimization_level=0"])
   return env
 
 
@@ -98,13 +94,13 @@ class Run:
       command += [f"--coordinator_address=127.0.0.1:{_free_port()}",
                   f"--num_processes={processes}"]
     self.procs = []
-    env = _env(devices, os.path.join(root, "compilation_cache"))
+    env = _env(devices)
     try:
       for i, log in enumerate(self.logs):
         flags = [f"--process_id={i}"] if processes > 1 else []
         with open(log, "w") as f:
           self.procs.append(subprocess.Popen(
-              command + flags, cwd=REPO, env=env, stdout=f,
+              command + flags, cwd=helpers.REPO_ROOT, env=env, stdout=f,
               stderr=subprocess.STDOUT))
     except BaseException:
       self.kill()
@@ -146,8 +142,7 @@ class Run:
     return checkpointing.restore_latest_params(self.workdir)
 
   def metrics(self):
-    with open(os.path.join(self.workdir, "metrics.jsonl")) as f:
-      return [json.loads(line) for line in f]
+    return helpers.read_metrics(self.workdir)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,16 @@
-"""Tests for finola_jax.train.trainer: data parallelism, resumption, NaN guard.
+"""Tests of finola_jax.train: steps, resumption, NaN guard, checkpoints, pictures.
 
 In-process, on the 4 CPU devices of tests/conftest.py. ``ToyTask`` (a linear
 regression, compiles in about a second) checks the trainer's own logic; the
-tiny ``ReconstructionTask`` of tests/helpers.py checks it with a real model.
+tiny reconstruction config of tests/helpers.py checks it with a real model.
 """
 
-import dataclasses
 import itertools
-import json
+import logging
 import os
+import shutil
+import subprocess
+import sys
 from unittest import mock
 
 import jax
@@ -17,15 +19,17 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow as tf
 from PIL import Image
 
+from finola_jax import tasks
+from finola_jax.data import input_pipeline
 from finola_jax.train import checkpointing
+from finola_jax.train import run_config
+from finola_jax.train import step as step_lib
 from finola_jax.train import trainer
+from finola_jax.train import writers
 from tests import helpers
-from tests.helpers import compilation_cache  # pylint: disable=unused-import (fixture)
-
-# Runs with the same settings load their compiled steps instead of compiling.
-pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 SIZE = helpers.TINY_MODEL["image_size"]
 # The autoencoder with the fewest layers (no downsampling, no upsampling):
@@ -33,16 +37,18 @@ SIZE = helpers.TINY_MODEL["image_size"]
 SMALLEST = dict(stride=1, encoder_depth=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class ToyTask(trainer.Task):
+class ToyTask(step_lib.Task):
   """Predicts each image's mean colour plus noise drawn from its example key.
 
   ``kink`` adds ``sum(sqrt(|b|))`` to the loss: finite at the initial
   ``b = 0``, but with a non-finite gradient there.
   """
-  kink: bool = False
+  visualization_columns = ("image",)
 
-  def init_params(self, rng, batch):
+  def __init__(self, kink: bool = False):
+    self.kink = kink
+
+  def init_params(self, rng):
     return {"w": jax.random.normal(rng, (3, 3)), "b": jnp.zeros(3)}
 
   def loss(self, params, batch, example_keys):
@@ -54,14 +60,12 @@ class ToyTask(trainer.Task):
       loss = loss + jnp.sum(jnp.sqrt(jnp.abs(params["b"])))
     return loss, {"mse": jnp.mean(jnp.square(error))}
 
-  def eval_metrics(self, params, batch):
-    return {"mean": jnp.mean(batch["image"], axis=(1, 2, 3))}
+  def eval_metrics(self, params, batch, example_keys):
+    noise = jax.vmap(jax.random.uniform)(example_keys)
+    return {"mean": jnp.mean(batch["image"], axis=(1, 2, 3)), "noise": noise}
 
-  def visualize(self, params, batch):
+  def visualize(self, params, batch, example_keys):
     return [batch["image"]]
-
-  def describe(self):
-    return {"toy": True, "kink": self.kink}
 
 
 def _images(count, seed=0, size=SIZE):
@@ -73,13 +77,19 @@ def _device_batch(images, devices):
   return {"image": images.reshape((devices, -1) + images.shape[1:])}
 
 
-def _host(tree):
-  """Device 0's copy of a replicated tree, as numpy arrays.
+def _config(**overrides):
+  return helpers.tiny_config(**dict(dict(steps=6, learning_rate=1e-2,
+                                         warmup_steps=2, checkpoint_every=3),
+                                    **overrides))
 
-  (``flax.jax_utils.unreplicate`` keeps the device axis of a 1-device mesh
-  when there are more local devices.)
-  """
-  return jax.tree_util.tree_map(lambda x: np.asarray(x)[0], jax.device_get(tree))
+
+def _eval_batches(images, batch_size=helpers.BATCH_SIZE, devices=None):
+  """The pipeline's padded eval batches of in-memory images."""
+  layout = input_pipeline.batch_layout(batch_size, local_device_count=devices)
+  examples = tf.data.Dataset.from_tensor_slices(
+      {"image": images, "index": np.arange(len(images), dtype=np.int32)})
+  return lambda: input_pipeline.batch_eval_examples(
+      examples, len(images), layout, images.shape[1])
 
 
 # ------------------------------------------------------------- parallelism ---
@@ -87,20 +97,21 @@ def _host(tree):
 
 @pytest.mark.parametrize("task_name", ["toy", "reconstruction"])
 def test_step_on_two_devices_equals_step_on_one(task_name):
-  task = ToyTask() if task_name == "toy" else helpers.reconstruction_task(**SMALLEST)
-  config = helpers.train_config("unused", warmup_steps=0)
+  config = _config(warmup_steps=0, **SMALLEST)
+  task = ToyTask() if task_name == "toy" else tasks.create_task(config)
   images = _images(helpers.BATCH_SIZE)
-  state = trainer.create_train_state(task, config, {"image": images[:1]})
+  state = step_lib.create_train_state(task, config)
   results = {}
   for devices in (1, 2):
-    steps = trainer.ParallelSteps(task, config.seed,
-                                  devices=jax.local_devices()[:devices])
+    steps = step_lib.ParallelSteps(task, config.seed,
+                                   devices=jax.local_devices()[:devices])
     replicated, metrics = steps.train(steps.replicate(state),
                                       _device_batch(images, devices))
     for leaf in jax.tree_util.tree_leaves(jax.device_get(replicated)):
       assert leaf.shape[0] == devices
       np.testing.assert_array_equal(leaf[0], leaf[-1])  # Replicas agree.
-    results[devices] = (_host(replicated), _host(metrics))
+    results[devices] = (step_lib.unreplicate(replicated),
+                        step_lib.unreplicate(metrics))
   (one, one_metrics), (two, two_metrics) = results[1], results[2]
   for key, value in one_metrics.items():
     np.testing.assert_allclose(two_metrics[key], value, rtol=1e-5, err_msg=key)
@@ -124,19 +135,41 @@ def test_step_on_two_devices_equals_step_on_one(task_name):
   assert np.mean(~np.isclose(select(one.params), initial)) > 0.9  # They moved.
 
 
+def test_evaluation_streams_padded_batches_and_keys_examples_by_index():
+  """Means over real examples only; per-example randomness keyed by the
+  example's index in the split, whatever the device layout."""
+  images = _images(10, size=4)
+  task = ToyTask()
+  params = task.init_params(jax.random.PRNGKey(0))
+  results = []
+  for devices in (1, 4):
+    steps = step_lib.ParallelSteps(task, 0, devices=jax.local_devices()[:devices])
+    batches = list(_eval_batches(images, 8, devices)())
+    assert len(batches) == 2
+    assert batches[0]["image"].shape == (devices, 8 // devices, 4, 4, 3)
+    masks = np.concatenate([b["mask"].reshape(-1) for b in batches])
+    np.testing.assert_array_equal(masks, [1] * 10 + [0] * 6)
+    results.append(trainer.evaluate(steps, steps.replicate(params),
+                                    iter(batches)))
+  assert results[0]["mean"] == pytest.approx(float(images.mean()), rel=1e-5)
+  noise = jax.vmap(jax.random.uniform)(step_lib.evaluation_keys(jnp.arange(10)))
+  for result in results:
+    assert result["noise"] == pytest.approx(float(jnp.mean(noise)), rel=1e-5)
+
+
 # ---------------------------------------------------------------- NaN guard ---
 
 
 @pytest.mark.parametrize("case", ["nan_loss", "finite_loss_infinite_gradient"])
 def test_non_finite_step_leaves_the_state_unchanged(case):
   task = ToyTask(kink=case == "finite_loss_infinite_gradient")
-  config = helpers.train_config("unused", warmup_steps=0)
+  config = _config(warmup_steps=0)
   images = _images(helpers.BATCH_SIZE)
   bad = images.copy()
   if case == "nan_loss":
     bad[2, 3, 4, 1] = np.nan
-  state = trainer.create_train_state(task, config, {"image": images[:1]})
-  steps = trainer.ParallelSteps(task, config.seed)
+  state = step_lib.create_train_state(task, config)
+  steps = step_lib.ParallelSteps(task, config.seed)
   devices = len(steps.devices)
   before = jax.device_get(state)
 
@@ -144,7 +177,7 @@ def test_non_finite_step_leaves_the_state_unchanged(case):
   metrics = jax.device_get(metrics)
   np.testing.assert_array_equal(metrics["finite"], np.zeros(devices))
   assert np.isfinite(metrics["loss"][0]) == (case != "nan_loss")
-  after = _host(after)
+  after = step_lib.unreplicate(after)
   assert int(after.step) == int(before.step)
   helpers.assert_trees_equal(after.params, before.params)
   helpers.assert_trees_equal(after.opt_state, before.opt_state)
@@ -152,9 +185,8 @@ def test_non_finite_step_leaves_the_state_unchanged(case):
   if case == "nan_loss":  # The same step on clean data does update.
     good, metrics = steps.train(steps.replicate(state),
                                 _device_batch(images, devices))
-    assert float(_host(metrics)["finite"]) == 1.0
-    assert int(_host(good).step) == int(before.step) + 1
-    assert not np.allclose(_host(good).params["w"], before.params["w"])
+    assert float(step_lib.unreplicate(metrics)["finite"]) == 1.0
+    assert int(step_lib.unreplicate(good).step) == int(before.step) + 1
 
 
 def _toy_batches(bad_step):
@@ -172,16 +204,16 @@ def _toy_batches(bad_step):
 def test_nan_guard_stops_training_and_keeps_finite_checkpoints(
     tmp_path, bad_step, kept):
   # log_every=100: at step 5 the flag is checked one step later, as usual.
-  config = helpers.train_config(tmp_path, steps=8, checkpoint_every=2,
-                                log_every=100, keep_checkpoints=10)
-  eval_images = _images(helpers.BATCH_SIZE)
+  config = _config(steps=8, checkpoint_every=2, log_every=100,
+                   keep_checkpoints=10)
   with pytest.raises(trainer.NonFiniteError) as error:
     trainer.train_and_evaluate(
-        ToyTask(), config, _toy_batches(bad_step),
-        lambda: trainer.pad_to_device_batches(eval_images, helpers.BATCH_SIZE))
+        config, str(tmp_path), task=ToyTask(),
+        train_batches=_toy_batches(bad_step),
+        eval_batches=_eval_batches(_images(helpers.BATCH_SIZE)))
   message = str(error.value)
   assert f"Non-finite loss or gradient at step {bad_step} (loss=nan)" in message
-  assert "--learning_rate" in message
+  assert "config.learning_rate" in message
   if kept:
     assert f"the checkpoint at step {kept[-1]} is kept" in message
   else:
@@ -198,11 +230,9 @@ def test_nan_guard_stops_training_and_keeps_finite_checkpoints(
 def test_save_refuses_non_finite_states(tmp_path):
   manager = checkpointing.create_manager(str(tmp_path))
   checkpointing.save(manager, 1, {"w": np.ones(3, np.float32)})
-  manager.wait_until_finished()
   for value in (np.nan, np.inf):
     with pytest.raises(FloatingPointError, match="non-finite state at step 2"):
       checkpointing.save(manager, 2, {"w": np.array([1.0, value], np.float32)})
-  manager.wait_until_finished()
   manager.close()
   assert helpers.checkpoint_steps(tmp_path) == [1]
 
@@ -216,16 +246,16 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def resumed_runs(tmp_path_factory):
-  """``(straight, interrupted)`` configs of two 6-step reconstruction runs.
+  """``(config, straight, interrupted)``: two 6-step reconstruction runs.
 
   ``interrupted`` dies right after its checkpoint at step 3 and is resumed.
   """
   root = tmp_path_factory.mktemp("resume")
-  task = helpers.reconstruction_task(**SMALLEST)
-  train_batches, eval_batches = helpers.embedded_batches()
-  straight = helpers.train_config(root / "straight", eval_every=3)
-  interrupted = helpers.train_config(root / "interrupted", eval_every=3)
-  trainer.train_and_evaluate(task, straight, train_batches, eval_batches)
+  config = _config(eval_every=3, **SMALLEST)
+  straight, interrupted = str(root / "straight"), str(root / "interrupted")
+  with mock.patch.object(writers.metric_writers.MultiWriter, "write_images",
+                         autospec=True) as tensorboard:
+    trainer.train_and_evaluate(config, straight)
 
   save = checkpointing.save
 
@@ -236,35 +266,34 @@ def resumed_runs(tmp_path_factory):
 
   with mock.patch.object(checkpointing, "save", save_then_die):
     with pytest.raises(Interrupted):
-      trainer.train_and_evaluate(task, interrupted, train_batches, eval_batches)
-  assert helpers.checkpoint_steps(interrupted.workdir) == [3]
-  assert helpers.train_loss_steps(interrupted.workdir) == [1, 2, 3]
-  final = trainer.train_and_evaluate(task, interrupted, train_batches,
-                                     eval_batches)
+      trainer.train_and_evaluate(config, interrupted)
+  assert helpers.checkpoint_steps(interrupted) == [3]
+  assert helpers.train_loss_steps(interrupted) == [1, 2, 3]
+  final = trainer.train_and_evaluate(config, interrupted)
   assert set(final) == {"psnr", "ssim"}
-  return straight, interrupted
+  return config, straight, interrupted, tensorboard.call_args.args[2]["eval"][0]
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(resumed_runs):
-  straight, interrupted = resumed_runs
-  for config in resumed_runs:
-    assert helpers.checkpoint_steps(config.workdir) == [3, 6]
-    assert helpers.train_loss_steps(config.workdir) == list(range(1, 7))
-  step, expected = checkpointing.restore_latest_params(straight.workdir)
-  assert step == 6
-  step, actual = checkpointing.restore_latest_params(interrupted.workdir)
-  assert step == 6
+  _, straight, interrupted, _ = resumed_runs
+  for workdir in (straight, interrupted):
+    assert helpers.checkpoint_steps(workdir) == [3, 6]
+    assert helpers.train_loss_steps(workdir) == list(range(1, 7))
+  (step, expected), (other_step, actual) = map(
+      checkpointing.restore_latest_params, (straight, interrupted))
+  assert step == other_step == 6
   helpers.assert_trees_equal(actual, expected)
   # The resumed steps saw the same batches: the same losses.
-  losses = [{r["step"]: r["train/loss"] for r in helpers.read_metrics(c.workdir)
-             if "train/loss" in r} for c in resumed_runs]
+  losses = [{r["step"]: r["train/loss"] for r in helpers.read_metrics(w)
+             if "train/loss" in r} for w in (straight, interrupted)]
   assert losses[0] == losses[1]
 
 
-def test_summaries_and_pictures(resumed_runs):
-  """metrics.jsonl: a JSON object with a step per line; PNG grids in images/."""
-  config = resumed_runs[0]
-  records = helpers.read_metrics(config.workdir)
+def test_summaries_config_and_pictures(resumed_runs):
+  """metrics.jsonl: a JSON object with a step per line; config.json: the
+  config; PNG grids (the same as in TensorBoard) enlarged and labelled."""
+  config, workdir, _, tensorboard_image = resumed_runs
+  records = helpers.read_metrics(workdir)
   train = [r for r in records if "train/loss" in r]
   evals = [r for r in records if "eval/psnr" in r]
   assert [r["step"] for r in train] == list(range(1, 7))
@@ -272,47 +301,119 @@ def test_summaries_and_pictures(resumed_runs):
   assert [r["step"] for r in evals] == [3, 6]
   assert all(set(r) == {"step", "eval/psnr", "eval/ssim"} for r in evals)
   assert all(np.isfinite(v) for r in records for v in r.values())
-  pictures = sorted(os.listdir(os.path.join(config.workdir, "images")))
+  assert run_config.to_dict(run_config.read(workdir)) == run_config.to_dict(config)
+
+  pictures = sorted(os.listdir(os.path.join(workdir, "images")))
   assert pictures == ["eval_0000003.png", "eval_0000006.png"]
-  with Image.open(os.path.join(config.workdir, "images", pictures[-1])) as png:
-    # num_images rows of (input | reconstruction).
-    assert png.size == (2 * SIZE, config.num_images * SIZE)
-  with open(os.path.join(config.workdir, "config.json")) as f:
-    assert json.load(f) == json.loads(json.dumps(
-        helpers.reconstruction_task(**SMALLEST).describe()))
+  with Image.open(os.path.join(workdir, "images", pictures[-1])) as png:
+    grid = np.asarray(png, np.float32) / 255
+  np.testing.assert_allclose(grid, tensorboard_image, atol=0.5 / 255)
+  factor = writers.MIN_CELL_SIZE // SIZE  # 16 px images shown at 128 px.
+  cell, gutter = factor * SIZE, 4
+  label = grid.shape[0] - config.num_images * (cell + gutter) + gutter
+  assert grid.shape == (label + config.num_images * (cell + gutter) - gutter,
+                        2 * cell + gutter, 3)
+  for column in range(2):  # "input | reconstruction": dark text on white.
+    header = grid[:label, column * (cell + gutter):(column + 1) * cell]
+    assert 0 < np.mean(header < 0.5) < 0.3, column
+  image = grid[label:label + cell, :cell]  # Nearest-neighbour enlargement.
+  np.testing.assert_array_equal(image, np.repeat(np.repeat(
+      image[::factor, ::factor], factor, axis=0), factor, axis=1))
 
 
-# ------------------------------------------------------------------- pieces ---
+@pytest.mark.parametrize("mode", ["resume", "evaluate"])
+def test_another_config_in_a_used_workdir_is_refused(resumed_runs, mode):
+  config, workdir, _, _ = resumed_runs
+  steps_before = helpers.checkpoint_steps(workdir)
+  other = config.copy_and_resolve_references()
+  other.update(channels=16, learning_rate=0.5, log_every=7, data_dir="/x")
+  with pytest.raises(run_config.ConfigError) as error:
+    if mode == "resume":
+      trainer.train_and_evaluate(other, workdir)
+    else:
+      trainer.evaluation_config(workdir, other)
+  message = str(error.value)
+  assert f"--workdir={workdir} holds a run with another config" in message
+  assert "config.channels: saved 8 vs now 16" in message
+  assert "config.learning_rate: saved 0.01 vs now 0.5" in message
+  assert "log_every" not in message.split("(only")[0]  # May change.
+  assert "data_dir" not in message.split("(only")[0]
+  assert helpers.checkpoint_steps(workdir) == steps_before
 
 
-def test_check_run_config_refuses_other_settings(tmp_path):
-  workdir = str(tmp_path / "run")
-  trainer.check_run_config(workdir, {"channels": 8, "stride": 2}, write=False)
-  assert not os.path.exists(workdir)
-  trainer.check_run_config(workdir, {"channels": 8, "stride": 2})
-  trainer.check_run_config(workdir, {"channels": 8, "stride": 2})  # Same: fine.
-  with pytest.raises(ValueError, match=r"channels: saved 8 vs now 16\)"):
-    trainer.check_run_config(workdir, {"channels": 16, "stride": 2})
-  with pytest.raises(ValueError, match=r"stride: saved 2 vs now 4"):
-    trainer.check_run_config(workdir, {"channels": 8, "stride": 4}, write=False)
+# --------------------------------------------------- unreadable checkpoints ---
 
 
-def test_evaluate_averages_real_examples_only():
-  images = _images(10, size=4)
-  batches = list(trainer.pad_to_device_batches(images, 8))
-  devices = jax.local_device_count()
-  assert len(batches) == 2
-  for batch in batches:
-    assert batch["image"].shape == (devices, 8 // devices, 4, 4, 3)
-    assert batch["mask"].shape == (devices, 8 // devices)
-  masks = np.concatenate([b["mask"].reshape(-1) for b in batches])
-  np.testing.assert_array_equal(masks, [1] * 10 + [0] * 6)
-  flat = np.concatenate([b["image"].reshape(-1, 4, 4, 3) for b in batches])
-  np.testing.assert_array_equal(flat[:10], images)
-  assert not flat[10:].any()
+def _truncate(directory):
+  """Cuts every file of a checkpoint in half, as a killed copy would."""
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      os.truncate(path, os.path.getsize(path) // 2)
 
-  task = ToyTask()
-  steps = trainer.ParallelSteps(task, 0)
-  params = steps.replicate(task.init_params(jax.random.PRNGKey(0), None))
-  metrics = trainer.evaluate(steps, params, batches)
-  assert metrics["mean"] == pytest.approx(float(images.mean()), rel=1e-5)
+
+def test_unreadable_newest_checkpoint_falls_back(tmp_path, resumed_runs, caplog):
+  config, straight, _, _ = resumed_runs
+  caplog.set_level(logging.INFO, logger="absl")
+  workdir = shutil.copytree(straight, str(tmp_path / "run"))
+  _truncate(os.path.join(workdir, "checkpoints", "6"))
+
+  config = trainer.evaluation_config(workdir)
+  metrics = trainer.evaluate_checkpoint(config, workdir,
+                                        trainer.validation_batches_fn(config))
+  assert metrics["step"] == 3
+  assert "checkpoint at step 6" in caplog.text and "unreadable" in caplog.text
+  assert helpers.checkpoint_steps(workdir) == [3, 6]  # Evaluating moves nothing.
+
+  caplog.clear()
+  trainer.train_and_evaluate(config, workdir)  # Resumes from 3, saves 6 anew.
+  assert "Resuming from the checkpoint at step 3" in caplog.text
+  assert helpers.checkpoint_steps(workdir) == [3, 6]
+  set_aside = os.path.join(workdir, "checkpoints_unreadable", "6")
+  assert os.path.isdir(set_aside)
+  assert f"to {os.path.dirname(set_aside)}" in caplog.text
+  _, expected = checkpointing.restore_latest_params(straight)
+  _, actual = checkpointing.restore_latest_params(workdir)
+  helpers.assert_trees_equal(actual, expected)
+
+  for step in (3, 6):
+    _truncate(os.path.join(workdir, "checkpoints", str(step)))
+  for attempt in (lambda: trainer.evaluate_checkpoint(
+                      config, workdir, trainer.validation_batches_fn(config)),
+                  lambda: trainer.train_and_evaluate(config, workdir)):
+    with pytest.raises(checkpointing.UnreadableCheckpointError,
+                       match=r"steps \[6, 3\] are all unreadable .*readable: none"):
+      attempt()
+  assert helpers.checkpoint_steps(workdir) == [3, 6]  # Nothing deleted.
+
+
+# ---------------------------------------------------------- no TensorFlow ---
+
+
+def test_models_tasks_and_train_step_need_no_tensorflow():
+  """The train step of a config builds and runs where TensorFlow, clu and
+  tfds cannot be imported (as on an accelerator host without them)."""
+  code = """
+import sys
+class Block:
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in ("tensorflow", "clu", "tensorflow_datasets"):
+      raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import jax, numpy as np
+import finola_jax.models.autoencoder, finola_jax.models.masked
+from finola_jax import tasks
+from finola_jax.train import step
+from tests import helpers
+config = helpers.tiny_config(stride=1, encoder_depth=0)
+task = tasks.create_task(config)
+state = step.create_train_state(task, config)
+steps = step.ParallelSteps(task, config.seed)
+batch = {"image": np.zeros((4, 1, 16, 16, 3), np.float32)}
+state, metrics = steps.train(steps.replicate(state), batch)
+print(float(step.unreplicate(metrics)["finite"]))
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, cwd=helpers.REPO_ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == "1.0"

@@ -1,16 +1,22 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""Input pipelines (tf.data in, numpy out). Needs the ``[train]`` extra."""
+"""Input pipelines (tf.data in, numpy out). Needs the ``[train]`` extra.
 
-from finola_jax.data.input_pipeline import EMBEDDED
-from finola_jax.data.input_pipeline import EMBEDDED_TRAIN_PHOTOS
-from finola_jax.data.input_pipeline import EMBEDDED_VALIDATION_PHOTOS
+``sources`` finds and decodes images, ``preprocessing`` resizes and augments
+them, ``input_pipeline`` batches them for ``pmap`` and ``labeled`` serves
+labeled splits for probing.
+"""
+
+from finola_jax.data.input_pipeline import create_directory_eval_iterator
 from finola_jax.data.input_pipeline import create_eval_iterator
 from finola_jax.data.input_pipeline import create_train_iterator
-from finola_jax.data.input_pipeline import load_image_directory
+from finola_jax.data.input_pipeline import hide_accelerators_from_tensorflow
 from finola_jax.data.labeled import DIGITS
 from finola_jax.data.labeled import LabeledSplit
 from finola_jax.data.labeled import load_labeled_split
+from finola_jax.data.sources import EMBEDDED
+from finola_jax.data.sources import EMBEDDED_TRAIN_PHOTOS
+from finola_jax.data.sources import EMBEDDED_VALIDATION_PHOTOS
 
 __all__ = (
     "DIGITS",
@@ -18,8 +24,9 @@ __all__ = (
     "EMBEDDED_TRAIN_PHOTOS",
     "EMBEDDED_VALIDATION_PHOTOS",
     "LabeledSplit",
+    "create_directory_eval_iterator",
     "create_eval_iterator",
     "create_train_iterator",
-    "load_image_directory",
+    "hide_accelerators_from_tensorflow",
     "load_labeled_split",
 )

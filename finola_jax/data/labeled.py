@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from finola_jax.data import input_pipeline
+from finola_jax.data import preprocessing
+from finola_jax.data import sources
 
 DIGITS = "digits"
 SPLITS = ("train", "validation")
@@ -74,7 +75,7 @@ def _in_memory_split(images: np.ndarray, labels: np.ndarray, num_classes: int,
   held_out = np.zeros(len(labels), bool)
   for label in range(num_classes):
     members = np.flatnonzero(labels == label)
-    held_out[members[input_pipeline.holdout_positions(len(members),
+    held_out[members[sources.holdout_positions(len(members),
                                                       _HOLDOUT_EVERY)]] = True
   chosen = np.flatnonzero(held_out if split == "validation" else ~held_out)
   chosen = chosen[:max_examples]
@@ -108,7 +109,7 @@ def _class_folders(directory: str) -> tuple[list[str], np.ndarray, int]:
         "folder needs at least two (one per class).")
   paths, labels = [], []
   for label, name in enumerate(subfolders):
-    class_paths = input_pipeline.list_image_files(
+    class_paths = sources.list_image_files(
         os.path.join(directory, name), recursive=True)
     paths += class_paths
     labels += [label] * len(class_paths)
@@ -120,8 +121,8 @@ def _folder_split(directory: str, split: str, image_size: int,
   """A class-per-subfolder directory, decoded into memory."""
   paths, labels, num_classes = _class_folders(directory)
   images = np.stack([
-      input_pipeline.center_crop_resize(
-          input_pipeline.decode_image_file(path), image_size).numpy()
+      preprocessing.center_crop_resize(
+          sources.decode_image_file(path), image_size).numpy()
       for path in paths])
   return _in_memory_split(images, labels, num_classes, split, max_examples)
 
@@ -129,7 +130,7 @@ def _folder_split(directory: str, split: str, image_size: int,
 def _tfds_split(name: str, split: str, image_size: int, data_dir: str | None,
                 max_examples: int | None) -> LabeledSplit:
   """A labeled TFDS split, decoded lazily on each pass."""
-  builder = input_pipeline.tfds_builder(name, data_dir)
+  builder = sources.tfds_builder(name, data_dir)
   features = builder.info.features
   if ("image" not in features or "label" not in features
       or not isinstance(features["label"], tfds.features.ClassLabel)):
@@ -137,16 +138,16 @@ def _tfds_split(name: str, split: str, image_size: int, data_dir: str | None,
         f"TFDS dataset {name!r} is not an image classification dataset: it "
         "needs an 'image' feature and a class 'label' feature.")
   if split == "validation":
-    split = input_pipeline.validation_split_name(builder)
-  split = input_pipeline.limit_split(builder, split, max_examples)
+    split = sources.validation_split_name(builder)
+  split = sources.limit_split(builder, split, max_examples)
 
   def dataset_fn():
-    examples = input_pipeline.read_tfds_split(builder, split,
+    examples = sources.read_tfds_split(builder, split,
                                               shuffle_files=False)
     return examples.map(
         lambda ex: {
-            "image": input_pipeline.center_crop_resize(
-                input_pipeline.decode_tfds_image(ex["image"]), image_size),
+            "image": preprocessing.center_crop_resize(
+                sources.decode_image(ex["image"]), image_size),
             "label": tf.cast(ex["label"], tf.int32)},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -175,15 +176,15 @@ def load_labeled_split(dataset: str, split: str, *, image_size: int,
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-  input_pipeline.check_image_size(image_size)
-  input_pipeline.check_max_examples(max_examples)
+  preprocessing.check_image_size(image_size)
+  sources.check_max_examples(max_examples)
   if dataset == DIGITS:
     return _in_memory_split(*_digits(image_size), split, max_examples)
-  if dataset == input_pipeline.EMBEDDED:
+  if dataset == sources.EMBEDDED:
     raise ValueError(
-        f"{input_pipeline.EMBEDDED!r} has no labels; use {DIGITS!r}, a "
+        f"{sources.EMBEDDED!r} has no labels; use {DIGITS!r}, a "
         "class-per-subfolder directory or a labeled TFDS dataset.")
-  directory = input_pipeline.folder_path(dataset)
+  directory = sources.folder_path(dataset)
   if directory is not None:
     return _folder_split(directory, split, image_size, max_examples)
   return _tfds_split(dataset, split, image_size, data_dir, max_examples)

@@ -15,8 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import finola_jax
-
 Dtype = Any
 
 
@@ -135,8 +133,18 @@ def check_autoregression(kind: str) -> bool:
   return kind == "finola"
 
 
-def unroll_matrices(q, matrices, height, width, *, path, normalized, dtype):
-  """``finola_jax.unroll`` with the module's matrices, in ``dtype``."""
+def autoregress(function, x, matrices, height: int, width: int, *,
+                config, normalized: bool, **options):
+  """``function(x, A, B, height, width, ...)`` for ``finola_jax.unroll`` or
+  ``finola_jax.extrapolate``, in the config's compute dtype and precision.
+
+  The one place the models call the core: ``config.matmul_precision`` (None
+  for JAX's default) and ``config.unroll_implementation`` ("auto", "xla" or
+  "pallas") reach every walk step from here.
+  """
+  dtype = jnp.dtype(config.precision)
   A, B = matrices
-  return finola_jax.unroll(q.astype(dtype), A.astype(dtype), B.astype(dtype),
-                           height, width, path=path, normalized=normalized)
+  return function(x.astype(dtype), A.astype(dtype), B.astype(dtype),
+                  height, width, normalized=normalized,
+                  precision=config.matmul_precision,
+                  implementation=config.unroll_implementation, **options)

@@ -13,10 +13,10 @@ Either way a decoder turns the full map into pixels.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import ml_collections
 
 import finola_jax
 from finola_jax.models import layers
@@ -51,9 +51,20 @@ def select(stacked, corners):
   """Picks ``stacked[corners[b], b]`` for every example ``b``.
 
   Indexing rather than a one-hot product: ``0 · NaN`` would let a masked
-  quadrant's NaN (or an overflowing unused completion) into the result.
+  quadrant's NaN into the result.
   """
   return stacked[corners, jnp.arange(stacked.shape[1])]
+
+
+def flip_to_top_left(x, corners):
+  """Flips each ``[B, h, w, C]`` example so its ``corners[b]`` is the top left.
+
+  Its own inverse: bottom corners flip the rows, right corners the columns.
+  """
+  bottom = (corners >= 2)[:, None, None, None]
+  right = (corners % 2 == 1)[:, None, None, None]
+  x = jnp.where(bottom, x[:, ::-1], x)
+  return jnp.where(right, x[:, :, ::-1], x)
 
 
 class MaskedFinola(nn.Module):
@@ -61,57 +72,81 @@ class MaskedFinola(nn.Module):
 
   The encoder's first ``log2(stride)`` stages downsample, so its map has the
   feature-map stride ``s``; further stages (``encoder_depth`` in all) keep
-  the resolution.
+  the resolution. The config keys read are those of
+  ``experiments/configs/pretrain_masked.py``'s model and numerics sections.
   """
-  image_size: int
-  stride: int = 4
-  channels: int = 256
-  encoder_width: int = 32
-  encoder_depth: int = 3
-  masking: str = "quadrant"
-  mask_ratio: float = 0.75
-  extrapolation: str = "finola"
-  path: str = "vertical_first"
-  decoder_width: int = 64
-  dtype: Any = jnp.float32
+  config: ml_collections.FrozenConfigDict
 
   def setup(self):
-    if self.masking not in MASKINGS:
-      raise ValueError(f"Unknown masking {self.masking!r}; expected one of {MASKINGS}.")
-    layers.check_autoregression(self.extrapolation)
+    config = self.config
+    if config.masking not in MASKINGS:
+      raise ValueError(f"Unknown masking {config.masking!r}; expected one of "
+                       f"{MASKINGS}.")
+    layers.check_autoregression(config.extrapolation)
+    dtype = jnp.dtype(config.precision)
     self.encoder = layers.ResNetEncoder(
-        self.encoder_width, self.encoder_depth, self.channels,
-        downsample=layers.log2(self.stride), dtype=self.dtype)
-    self.matrices = layers.FinolaMatrices(self.channels)
-    self.upsampler = layers.Upsampler(self.stride, self.decoder_width,
-                                      dtype=self.dtype)
+        config.encoder_width, config.encoder_depth, config.channels,
+        downsample=layers.log2(config.stride), dtype=dtype)
+    self.matrices = layers.FinolaMatrices(config.channels,
+                                          config.matrix_init_scale)
+    self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
+                                      dtype=dtype)
 
   @property
   def map_size(self) -> int:
-    return self.image_size // self.stride
+    return self.config.image_size // self.config.stride
 
   def features(self, images):
     """Pooled encoder features ``[B, C]`` of whole images (for probing)."""
     return jnp.mean(self.encoder(images).astype(jnp.float32), axis=(1, 2))
 
-  def _extrapolate(self, block, corner: str):
-    A, B = self.matrices()
-    return finola_jax.extrapolate(
-        block.astype(self.dtype), A.astype(self.dtype), B.astype(self.dtype),
-        self.map_size, self.map_size, corner=corner, path=self.path,
-        normalized=layers.check_autoregression(self.extrapolation))
+  def _grow(self, block, matrices, height: int, width: int, step):
+    """One example's ``[h, w, C]`` top-left block grown to ``height×width``
+    by walks of signed ``step`` (no growth along an axis already full)."""
+    return layers.autoregress(
+        finola_jax.extrapolate, block, matrices, height, width,
+        config=self.config, corner="top_left", step=step,
+        normalized=layers.check_autoregression(self.config.extrapolation))
+
+  def complete_from_corner(self, block, corners):
+    """The full map ``[B, n, n, C]`` from each example's corner block.
+
+    Equals ``finola_jax.extrapolate(block[b], corner=CORNERS[corners[b]])``
+    for every ``b``, computing only that corner: each block is flipped so
+    its corner is the top left, where walking away from it along a flipped
+    axis is a step of ``−1`` (moving up or left in the image); the walks
+    along the two axes, with per-example signs, follow ``config.path``;
+    the completed map is flipped back.
+    """
+    size = self.map_size
+    matrices = self.matrices()  # Outside jax.vmap: flax creates them here.
+    row_steps = jnp.where(corners >= 2, -1.0, 1.0)
+    col_steps = jnp.where(corners % 2 == 1, -1.0, 1.0)
+
+    def vertical(x):
+      return jax.vmap(lambda b, s: self._grow(b, matrices, size, b.shape[1], s))(
+          x, row_steps)
+
+    def horizontal(x):
+      return jax.vmap(lambda b, s: self._grow(b, matrices, b.shape[0], size, s))(
+          x, col_steps)
+
+    block = flip_to_top_left(block, corners)
+    if self.config.path == "vertical_first":
+      full = horizontal(vertical(block))
+    elif self.config.path == "horizontal_first":
+      full = vertical(horizontal(block))
+    else:
+      full = 0.5 * (horizontal(vertical(block)) + vertical(horizontal(block)))
+    return flip_to_top_left(full, corners)
 
   def predict_from_quadrant(self, images, corners):
     """Pixels ``[B, H, W, 3]`` predicted from the quadrant ``corners[b]``.
 
-    The encoder only ever receives the visible quadrant. Each example's
-    completion is computed for every corner (``corner`` is static in
-    ``extrapolate``) and its own is selected.
+    The encoder only ever receives the visible quadrant.
     """
     block = self.encoder(select(quadrant_views(images), corners))
-    completions = jnp.stack([self._extrapolate(block, corner)
-                             for corner in finola_jax.CORNERS])
-    return self.upsampler(select(completions, corners))
+    return self.upsampler(self.complete_from_corner(block, corners))
 
   def predict_from_patches(self, images, visible):
     """Pixels predicted from the visible patches.
@@ -120,15 +155,15 @@ class MaskedFinola(nn.Module):
       images: ``[B, H, W, 3]``.
       visible: ``[B, H/s, W/s]`` 1 where the ``s×s`` patch is visible.
     """
-    pixel_visible = patch_to_pixel_mask(visible, self.stride)
+    pixel_visible = patch_to_pixel_mask(visible, self.config.stride)
     features = self.encoder(images * pixel_visible).astype(jnp.float32)
     weights = visible[..., None]
     q = jnp.sum(features * weights, axis=(1, 2)) / jnp.maximum(
         jnp.sum(weights, axis=(1, 2)), 1.0)
-    feature_map = layers.unroll_matrices(
-        q, self.matrices(), self.map_size, self.map_size, path=self.path,
-        normalized=layers.check_autoregression(self.extrapolation),
-        dtype=self.dtype)
+    feature_map = layers.autoregress(
+        finola_jax.unroll, q, self.matrices(), self.map_size, self.map_size,
+        config=self.config, path=self.config.path,
+        normalized=layers.check_autoregression(self.config.extrapolation))
     return self.upsampler(feature_map)
 
   def __call__(self, images, corners):

@@ -4,15 +4,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from finola_jax.models import layers
 from finola_jax.models import masked
-from finola_jax.train import trainer
-
-EVAL_MASK_SEED = 1234
+from finola_jax.train import run_config
+from finola_jax.train import step
 
 
 def patch_normalize(images, patch_size: int, eps: float = 1e-6):
@@ -36,10 +35,27 @@ def psnr_from_mse(mse):
   return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
 
 
-def random_visible(keys, map_size: int, mask_ratio: float):
-  """``[B, n, n]`` visibility, exactly ``round((1 − ratio)·n²)`` ones each."""
+def visible_patch_count(map_size: int, mask_ratio: float) -> int:
+  """``round((1 − mask_ratio)·n²)``: the visible patches of an ``n×n`` map.
+
+  Raises:
+    ConfigError: the count leaves no patch visible or none masked (the loss
+      or the encoder's input would be empty).
+  """
   positions = map_size * map_size
-  num_visible = max(1, int(round((1.0 - mask_ratio) * positions)))
+  count = round((1.0 - mask_ratio) * positions)
+  run_config.check(
+      1 <= count <= positions - 1, "mask_ratio",
+      f"leave between 1 and {positions - 1} of the {positions} patches of the "
+      f"{map_size}×{map_size} map visible (about {1 / positions:.3g} to "
+      f"{1 - 1 / positions:.3g}; it leaves {count})", mask_ratio)
+  return count
+
+
+def random_visible(keys, map_size: int, mask_ratio: float):
+  """``[B, n, n]`` visibility, exactly ``visible_patch_count`` ones each."""
+  positions = map_size * map_size
+  num_visible = visible_patch_count(map_size, mask_ratio)
 
   def one(key):
     ranks = jnp.argsort(jnp.argsort(jax.random.uniform(key, (positions,))))
@@ -48,17 +64,37 @@ def random_visible(keys, map_size: int, mask_ratio: float):
   return jax.vmap(one)(keys)
 
 
-@dataclasses.dataclass(frozen=True)
-class MaskedTask(trainer.Task):
+class MaskedTask(step.Task):
   """Predict the masked part of each image from the visible part."""
-  model: masked.MaskedFinola
-  norm_pix_loss: bool = False
-  patch_size: int = 8
+  visualization_columns = ("visible", "prediction", "original")
 
-  def init_params(self, rng, batch):
-    images = batch["image"]
-    corners = jnp.zeros(images.shape[0], jnp.int32)
-    return self.model.init(rng, images, corners)["params"]
+  def __init__(self, config: ml_collections.FrozenConfigDict):
+    self.config = config
+    self.model = masked.MaskedFinola(config)
+
+  @staticmethod
+  def validate_config(config: ml_collections.ConfigDict) -> None:
+    run_config.check_choice(config, "masking", masked.MASKINGS)
+    run_config.check_choice(config, "extrapolation", layers.AUTOREGRESSIONS)
+    run_config.check(
+        config.image_size % (2 * config.stride) == 0, "image_size",
+        f"divide by 2·config.stride={2 * config.stride}: each quadrant must "
+        "map to whole feature positions", config.image_size)
+    run_config.check(
+        1 << config.encoder_depth >= config.stride, "encoder_depth",
+        f"reach config.stride={config.stride}: at least "
+        f"{layers.log2(config.stride)} stages", config.encoder_depth)
+    visible_patch_count(config.image_size // config.stride, config.mask_ratio)
+    if config.norm_pix_loss:
+      run_config.check(
+          config.patch_size >= 1 and config.image_size % config.patch_size == 0,
+          "patch_size", f"divide config.image_size={config.image_size}",
+          config.patch_size)
+
+  def init_params(self, rng):
+    size = self.config.image_size
+    return self.model.init(rng, jnp.zeros((1, size, size, 3)),
+                           jnp.zeros(1, jnp.int32))["params"]
 
   def predict(self, params, images, keys):
     """``(prediction, pixel mask, visible-only image)`` for one mask per key.
@@ -66,13 +102,13 @@ class MaskedTask(trainer.Task):
     The mask is 1 on pixels to predict. Quadrant masking draws one corner
     per key, random masking one patch subset per key.
     """
-    if self.model.masking == "quadrant":
+    if self.config.masking == "quadrant":
       corners = jax.vmap(lambda k: jax.random.randint(k, (), 0, 4))(keys)
       return self.predict_quadrant(params, images, corners)
-    visible = random_visible(keys, self.model.map_size, self.model.mask_ratio)
+    visible = random_visible(keys, self.model.map_size, self.config.mask_ratio)
     prediction = self.model.apply({"params": params}, images, visible,
                                   method=masked.MaskedFinola.predict_from_patches)
-    pixel_visible = masked.patch_to_pixel_mask(visible, self.model.stride)
+    pixel_visible = masked.patch_to_pixel_mask(visible, self.config.stride)
     return prediction.astype(jnp.float32), 1.0 - pixel_visible, pixel_visible
 
   def predict_quadrant(self, params, images, corners):
@@ -81,8 +117,8 @@ class MaskedTask(trainer.Task):
     return prediction.astype(jnp.float32), mask, 1.0 - mask
 
   def target(self, images):
-    if self.norm_pix_loss:
-      return patch_normalize(images, self.patch_size)
+    if self.config.norm_pix_loss:
+      return patch_normalize(images, self.config.patch_size)
     return images
 
   def loss(self, params, batch, example_keys):
@@ -91,29 +127,28 @@ class MaskedTask(trainer.Task):
     loss = jnp.mean(masked_mse(prediction, self.target(images), mask))
     return loss, {"masked_mse": loss}
 
-  def _eval_masks(self, images):
-    """Fixed masks: every quadrant in turn, or seeded random patches."""
-    if self.model.masking == "quadrant":
-      return [jnp.full(images.shape[0], c, jnp.int32) for c in range(4)]
-    keys = jax.random.split(jax.random.PRNGKey(EVAL_MASK_SEED), images.shape[0])
-    return [keys]
+  def _evaluation_predictions(self, params, images, keys):
+    """Quadrant masking: each corner in turn; random: the keys' patches."""
+    if self.config.masking == "quadrant":
+      return [self.predict_quadrant(params, images,
+                                    jnp.full(images.shape[0], corner, jnp.int32))
+              for corner in range(4)]
+    return [self.predict(params, images, keys)]
 
-  def eval_metrics(self, params, batch):
+  def eval_metrics(self, params, batch, example_keys):
     """Masked-region loss, PSNR, and the PSNR of the mean visible colour.
 
-    Quadrant masking averages over all four visible corners of every image.
-    PSNR is in pixel space, so only reported without ``norm_pix_loss``.
+    Quadrant masking averages over all four visible corners of every image;
+    random masking draws each image's patches from its key (its index in
+    the split). PSNR is in pixel space, so only reported without
+    ``norm_pix_loss``.
     """
     images = batch["image"]
     totals = {}
-    masks = self._eval_masks(images)
-    for choice in masks:
-      if self.model.masking == "quadrant":
-        prediction, mask, visible = self.predict_quadrant(params, images, choice)
-      else:
-        prediction, mask, visible = self.predict(params, images, choice)
+    predictions = self._evaluation_predictions(params, images, example_keys)
+    for prediction, mask, visible in predictions:
       metrics = {"masked_loss": masked_mse(prediction, self.target(images), mask)}
-      if not self.norm_pix_loss:
+      if not self.config.norm_pix_loss:
         mean_colour = (jnp.sum(images * visible, axis=(1, 2), keepdims=True) /
                        jnp.sum(visible, axis=(1, 2), keepdims=True))
         metrics["masked_psnr"] = psnr_from_mse(
@@ -121,28 +156,26 @@ class MaskedTask(trainer.Task):
         metrics["mean_colour_psnr"] = psnr_from_mse(
             masked_mse(jnp.broadcast_to(mean_colour, images.shape), images, mask))
       for key, value in metrics.items():
-        totals[key] = totals.get(key, 0.0) + value / len(masks)
+        totals[key] = totals.get(key, 0.0) + value / len(predictions)
     return totals
 
-  def visualize(self, params, batch):
-    """Visible part | prediction (visible part pasted in) | original."""
+  def visualize(self, params, batch, example_keys):
+    """Visible part | prediction (visible part pasted in) | original.
+
+    Quadrant masking shows corner ``index % 4`` of each image.
+    """
     images = batch["image"]
-    if self.model.masking == "quadrant":
-      corners = jnp.arange(images.shape[0]) % 4
-      prediction, mask, visible = self.predict_quadrant(params, images, corners)
+    if self.config.masking == "quadrant":
+      prediction, mask, visible = self.predict_quadrant(
+          params, images, batch["index"] % 4)
     else:
-      prediction, mask, visible = self.predict(params, images,
-                                               self._eval_masks(images)[0])
-    if self.norm_pix_loss:
+      prediction, mask, visible = self.predict(params, images, example_keys)
+    if self.config.norm_pix_loss:
       prediction = prediction * jnp.std(images) + jnp.mean(images)
     grey = 0.5 * mask
     return [images * visible + grey, prediction * mask + images * visible, images]
 
   def features(self, params, images):
-    """Pooled encoder features ``[B, C]`` of whole images."""
+    """Pooled encoder features ``[B, C]`` of whole images (for probing)."""
     return self.model.apply({"params": params}, images,
                             method=masked.MaskedFinola.features)
-
-  def describe(self):
-    return dict(trainer.describe_module(self.model),
-                norm_pix_loss=self.norm_pix_loss, patch_size=self.patch_size)

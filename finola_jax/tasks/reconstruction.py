@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import dm_pix
-import jax
 import jax.numpy as jnp
+import ml_collections
 
 from finola_jax.models import autoencoder
-from finola_jax.train import trainer
+from finola_jax.train import run_config
+from finola_jax.train import step
 
 
 def image_quality(prediction, target):
@@ -21,13 +20,21 @@ def image_quality(prediction, target):
           "ssim": dm_pix.ssim(target, prediction)}
 
 
-@dataclasses.dataclass(frozen=True)
-class ReconstructionTask(trainer.Task):
+class ReconstructionTask(step.Task):
   """Autoencode images through one vector ``q``."""
-  model: autoencoder.Autoencoder
+  visualization_columns = ("input", "reconstruction")
 
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch["image"])["params"]
+  def __init__(self, config: ml_collections.FrozenConfigDict):
+    self.config = config
+    self.model = autoencoder.Autoencoder(config)
+
+  @staticmethod
+  def validate_config(config: ml_collections.ConfigDict) -> None:
+    run_config.check_choice(config, "decoder", autoencoder.DECODERS)
+
+  def init_params(self, rng):
+    size = self.config.image_size
+    return self.model.init(rng, jnp.zeros((1, size, size, 3)))["params"]
 
   def reconstruct(self, params, images):
     return self.model.apply({"params": params}, images).astype(jnp.float32)
@@ -38,11 +45,10 @@ class ReconstructionTask(trainer.Task):
     mse = jnp.mean(jnp.square(error))
     return mse, {"mse": mse}
 
-  def eval_metrics(self, params, batch):
+  def eval_metrics(self, params, batch, example_keys):
+    del example_keys  # deterministic
     return image_quality(self.reconstruct(params, batch["image"]), batch["image"])
 
-  def visualize(self, params, batch):
+  def visualize(self, params, batch, example_keys):
+    del example_keys  # deterministic
     return [batch["image"], self.reconstruct(params, batch["image"])]
-
-  def describe(self):
-    return trainer.describe_module(self.model)

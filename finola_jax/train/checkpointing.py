@@ -1,21 +1,42 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""Orbax checkpoints of a host-side (unreplicated) train state."""
+"""Orbax checkpoints of a host-side (unreplicated) train state.
+
+A checkpoint that cannot be read (files truncated by a killed copy or a full
+disk) does not stop a run: restoring falls back to the newest readable one,
+with a warning naming the bad step. A resumed run moves the bad checkpoint to
+``WORKDIR/checkpoints_unreadable/STEP`` (never deleting it), so that it can
+save that step again.
+"""
 
 from __future__ import annotations
 
-import os
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 
 
-def checkpoint_dir(workdir: str) -> str:
-  if "://" in workdir:  # gs://bucket/...: abspath would make it a local path
-    return workdir.rstrip("/") + "/checkpoints"
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+class UnreadableCheckpointError(RuntimeError):
+  """Every checkpoint of a workdir failed to restore."""
+
+
+def absolute(path: str) -> epath.Path:
+  """``path`` made absolute; a ``gs://`` (or other URL) path as it is."""
+  # absolute() would make gs://bucket/... a local path.
+  return epath.Path(path) if "://" in str(path) else epath.Path(path).absolute()
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  return absolute(workdir) / "checkpoints"
+
+
+def unreadable_dir(workdir: str) -> epath.Path:
+  """Where a resumed run moves the checkpoints it cannot read."""
+  return absolute(workdir) / "checkpoints_unreadable"
 
 
 def create_manager(workdir: str, keep: int = 3,
@@ -52,30 +73,75 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore_latest(manager: ocp.CheckpointManager,
-                   target: Any) -> tuple[Optional[int], Any]:
-  """Restores the latest checkpoint into ``target``'s structure.
+def restore_newest_readable(
+    manager: ocp.CheckpointManager,
+    target: Any = None) -> Tuple[Optional[int], Any, List[int]]:
+  """Restores the newest checkpoint that can be read.
 
-  Returns ``(step, state)``, or ``(None, target)`` when there is none.
+  Args:
+    manager: over the checkpoints.
+    target: the state's structure, shapes and dtypes (e.g. from
+      ``jax.eval_shape``); ``None`` restores the tree as saved.
+
+  Returns:
+    ``(step, state, unreadable)``: ``unreadable`` lists the newer steps that
+    failed (each logged as a warning); ``(None, None, [])`` without
+    checkpoints.
+
+  Raises:
+    UnreadableCheckpointError: no checkpoint could be read.
   """
-  step = manager.latest_step()
-  if step is None:
-    return None, target
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
-                                    jax.device_get(target))
-  return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  args = ocp.args.StandardRestore(target)
+  unreadable = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, manager.restore(step, args=args), unreadable
+    except Exception as error:  # pylint: disable=broad-except
+      # Truncated files fail in tensorstore (ValueError: OUT_OF_RANGE),
+      # truncated metadata in json, missing files in the file system.
+      logging.warning("The checkpoint at step %d in %s is unreadable (%s: %s); "
+                      "trying the one before.", step, manager.directory,
+                      type(error).__name__, str(error).splitlines()[0][:300])
+      unreadable.append(step)
+  if unreadable:
+    raise UnreadableCheckpointError(
+        f"No readable checkpoint in {manager.directory}: the checkpoints at "
+        f"steps {unreadable} are all unreadable (see the warnings above); "
+        "readable: none.")
+  return None, None, []
 
 
-def restore_latest_params(workdir: str) -> tuple[int, Any]:
-  """``(step, params)`` of the latest checkpoint, as saved (numpy arrays).
+def set_aside(workdir: str, manager: ocp.CheckpointManager,
+              steps: List[int]) -> None:
+  """Moves unreadable checkpoints to :func:`unreadable_dir` (all processes)."""
+  if not steps:
+    return
+  if jax.process_index() == 0:
+    destination = unreadable_dir(workdir)
+    destination.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+      (checkpoint_dir(workdir) / str(step)).rename(destination / str(step))
+  ocp.multihost.sync_global_processes("finola_set_aside_unreadable")
+  manager.reload()
+  logging.warning("Moved the unreadable checkpoints at steps %s to %s; the "
+                  "run saves those steps again.", steps, unreadable_dir(workdir))
+
+
+def restore_latest_params(workdir: str) -> Tuple[int, Any]:
+  """``(step, params)`` of the newest readable checkpoint, as saved (numpy).
 
   Needs no model: for reading one part of the parameters (an encoder)
   into another program.
+
+  Raises:
+    FileNotFoundError: no checkpoint in the workdir.
+    UnreadableCheckpointError: none of them can be read.
   """
   manager = create_manager(workdir, read_only=True)
-  step = manager.latest_step()
+  try:
+    step, restored, _ = restore_newest_readable(manager)
+  finally:
+    manager.close()
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}.")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
-  manager.close()
   return step, restored["params"]

@@ -2,221 +2,171 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 """Command-line plumbing shared by the training programs in ``experiments/``.
 
-Each program defines the common flags with :func:`define_flags`, adds its
-own, builds a :class:`~finola_jax.train.trainer.Task` and hands it to
-:func:`run`. Flag names mean the same thing in every program.
+A training program is ``python3 -m experiments.NAME --workdir=DIR``, with
+``--config=FILE`` an experiment config (``experiments/configs/``; default:
+the program's own) whose fields ``--config.KEY=VALUE`` overrides. The other
+flags are run-time options, not part of the experiment: ``--eval_only``,
+``--eval_dir`` and the multi-process ones.
 """
 
 from __future__ import annotations
 
-import json
 import logging as std_logging
 import os
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import jax
+import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
+from ml_collections import config_flags
 
+from finola_jax.data import input_pipeline
+from finola_jax.train import run_config
 from finola_jax.train import trainer
 
 FLAGS = flags.FLAGS
+TrainAndEvaluate = Callable[[ml_collections.ConfigDict, str], Dict[str, float]]
 
 
-def define_flags(*, image_size: int, stride: int, channels: int, steps: int,
-                 batch_size: int, learning_rate: float, warmup_steps: int,
-                 eval_every: int, checkpoint_every: int) -> None:
-  """Defines the flags every training program has, with its own defaults."""
-  flags.DEFINE_string("workdir", None, "Checkpoints, summaries and images go here; "
-                      "a run resumes from the latest checkpoint in it.", required=True)
-  flags.DEFINE_string("dataset", "embedded", "'embedded' (photographs bundled with "
-                      "scikit-image, offline), 'folder:/path/to/images', or a tfds "
-                      "name such as 'imagenet2012'.")
-  flags.DEFINE_string("data_dir", None, "tfds data_dir (ImageNet: where its manual "
-                      "download was prepared).")
-  flags.DEFINE_integer("image_size", image_size, "Square training image size.")
-  flags.DEFINE_integer("stride", stride, "Feature-map stride s: the map is "
-                       "(image_size/s)², s=1 is the image's own resolution.")
-  flags.DEFINE_integer("channels", channels, "Latent channels C (A, B are C×C).")
-  flags.DEFINE_integer("encoder_width", 16, "Width of the encoder's first stage.")
-  flags.DEFINE_integer("encoder_depth", 3, "Residual stages of the encoder.")
-  flags.DEFINE_integer("decoder_width", 32, "Channels of the upsampler's convolutions.")
-  flags.DEFINE_enum("path", "vertical_first",
-                    ["vertical_first", "horizontal_first", "average"],
-                    "FINOLA path (see finola_jax.unroll).")
-  flags.DEFINE_bool("colour_augmentation", True, "Train on images with "
-                    "randomly ordered, randomly scaled colour channels.")
-  flags.DEFINE_integer("batch_size", batch_size, "Global batch size; must divide "
-                       "by the number of devices over all processes.")
-  flags.DEFINE_integer("steps", steps, "Total training steps.")
-  flags.DEFINE_float("learning_rate", learning_rate, "Peak AdamW learning rate.")
-  flags.DEFINE_integer("warmup_steps", warmup_steps, "Linear warm-up steps.")
-  flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay.")
-  flags.DEFINE_integer("log_every", 50, "Steps between training summaries.")
-  flags.DEFINE_integer("eval_every", eval_every, "Steps between evaluations.")
-  flags.DEFINE_integer("checkpoint_every", checkpoint_every, "Steps between checkpoints.")
-  flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
-  flags.DEFINE_integer("seed", 0, "Seed of initialization, data and masking.")
-  flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
-                    "Compute dtype of convolutions and the unroll (parameters "
-                    "and the unroll's state stay float32).")
-  flags.DEFINE_string("eval_dir", None, "Evaluate on every image file in this "
-                      "directory (centre crop, resized) and write WORKDIR/eval.json.")
-  flags.DEFINE_bool("eval_only", False, "Only evaluate the latest checkpoint.")
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for "
-                      "multi-process runs (jax.distributed.initialize).")
+def define_config_flag(default_config: str, flag_values: flags.FlagValues,
+                       sys_argv=None) -> None:
+  """``--config=FILE``, by default the config file ``default_config``.
+
+  ``sys_argv``: the command line the overrides are read from, if not
+  ``sys.argv`` (config_flags defines a flag per override it finds there).
+  """
+  config_flags.DEFINE_config_file(
+      "config", default_config,
+      "Experiment config: a Python file whose get_config() returns an "
+      "ml_collections.ConfigDict (see experiments/configs/). Override its "
+      "fields with --config.KEY=VALUE.", flag_values=flag_values,
+      sys_argv=sys_argv)
+
+
+def define_flags(default_config: str, flag_values: flags.FlagValues = FLAGS,
+                 sys_argv=None) -> None:
+  """The flags of a training program, with its default config file."""
+  define_config_flag(default_config, flag_values, sys_argv)
+  flags.DEFINE_string("workdir", None, "Checkpoints, summaries and images go "
+                      "here; a run resumes from the latest checkpoint in it.",
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_bool("eval_only", False, "Only evaluate the latest checkpoint, "
+                    "with WORKDIR/config.json (a --config or --config.KEY "
+                    "given as well must agree with it, as on resuming).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("eval_dir", None, "Also evaluate on every image file in "
+                      "this directory (centre crop, resized) and write "
+                      "WORKDIR/eval.json.", flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 "
+                      "for multi-process runs (jax.distributed.initialize).",
+                      flag_values=flag_values)
   flags.DEFINE_integer("num_processes", None, "Number of processes (with "
-                       "--coordinator_address).")
+                       "--coordinator_address).", flag_values=flag_values)
   flags.DEFINE_integer("process_id", None, "This process's index (with "
-                       "--coordinator_address).")
-  flags.DEFINE_bool("distributed_auto", False, "Call jax.distributed.initialize() "
-                    "without arguments: auto-detection on TPU pods and SLURM.")
+                       "--coordinator_address).", flag_values=flag_values)
+  flags.DEFINE_bool("distributed_auto", False, "Call "
+                    "jax.distributed.initialize() without arguments: "
+                    "auto-detection on TPU pods and SLURM.",
+                    flag_values=flag_values)
 
 
-def initialize_distributed() -> None:
+def initialize_distributed(flag_values: flags.FlagValues = FLAGS) -> None:
   """Joins the multi-process runtime if asked to; before any other JAX call."""
-  explicit = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
-  if any(v is not None for v in explicit):
-    if any(v is None for v in explicit):
+  address, count, index = (flag_values.coordinator_address,
+                           flag_values.num_processes, flag_values.process_id)
+  if any(v is not None for v in (address, count, index)):
+    if any(v is None for v in (address, count, index)):
       raise app.UsageError("--coordinator_address, --num_processes and "
                            "--process_id go together.")
-    if not 0 <= FLAGS.process_id < FLAGS.num_processes:
-      raise app.UsageError(f"--process_id={FLAGS.process_id} must be in "
-                           f"[0, --num_processes={FLAGS.num_processes}).")
+    if not 0 <= index < count:
+      raise app.UsageError(f"--process_id={index} must be in "
+                           f"[0, --num_processes={count}).")
     # Cross-process collectives on CPU devices need gloo; other backends
     # ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
-  elif FLAGS.distributed_auto:
+    jax.distributed.initialize(address, count, index)
+  elif flag_values.distributed_auto:
     jax.distributed.initialize()
 
 
-def validate_common_flags() -> None:
-  """Raises ``app.UsageError`` naming the flag for every inconsistent value."""
-  devices = jax.device_count()
-  checks = [
-      (FLAGS.steps >= 0, f"--steps must be >= 0, got {FLAGS.steps}."),
-      (FLAGS.batch_size >= 1, f"--batch_size must be >= 1, got {FLAGS.batch_size}."),
-      (FLAGS.batch_size % devices == 0,
-       f"--batch_size={FLAGS.batch_size} must divide by the {devices} devices "
-       f"({jax.process_count()} process(es) × {jax.local_device_count()} local)."),
-      (FLAGS.stride >= 1 and not FLAGS.stride & (FLAGS.stride - 1),
-       f"--stride must be a power of two, got {FLAGS.stride}."),
-      (FLAGS.image_size >= 1, f"--image_size must be >= 1, got {FLAGS.image_size}."),
-      (FLAGS.stride >= 1 and FLAGS.image_size % FLAGS.stride == 0,
-       f"--image_size={FLAGS.image_size} must divide by --stride={FLAGS.stride}."),
-      (FLAGS.channels >= 2, f"--channels must be >= 2, got {FLAGS.channels}."),
-      (FLAGS.encoder_width >= 1, f"--encoder_width must be >= 1, got {FLAGS.encoder_width}."),
-      (FLAGS.encoder_depth >= 0, f"--encoder_depth must be >= 0, got {FLAGS.encoder_depth}."),
-      (FLAGS.learning_rate > 0, f"--learning_rate must be > 0, got {FLAGS.learning_rate}."),
-      (FLAGS.warmup_steps >= 0, f"--warmup_steps must be >= 0, got {FLAGS.warmup_steps}."),
-  ]
-  checks += [(getattr(FLAGS, name) >= 1, f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
-             for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints")]
-  for ok, message in checks:
-    if not ok:
-      raise app.UsageError(message)
-  if FLAGS.eval_dir is not None and not os.path.isdir(FLAGS.eval_dir):
-    raise app.UsageError(f"--eval_dir={FLAGS.eval_dir} is not a directory.")
+def given_config(workdir: str, flag_values: flags.FlagValues = FLAGS
+                 ) -> Optional[ml_collections.ConfigDict]:
+  """The config ``--eval_only`` compares with the workdir's, if any.
 
-
-def train_config() -> trainer.TrainConfig:
-  return trainer.TrainConfig(
-      workdir=FLAGS.workdir, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-      learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps,
-      weight_decay=FLAGS.weight_decay, log_every=FLAGS.log_every,
-      eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
-      keep_checkpoints=FLAGS.keep_checkpoints, seed=FLAGS.seed)
-
-
-def run(task: trainer.Task) -> Dict[str, float]:
-  """Trains (or with ``--eval_only`` restores), then evaluates.
-
-  Evaluates on the validation split, and on ``--eval_dir`` when given,
-  writing ``WORKDIR/eval.json``. Returns the last evaluation's metrics.
+  ``--config=FILE`` (with its overrides) as it is; overrides alone applied
+  to ``WORKDIR/config.json``; ``None`` when neither was given.
   """
-  from finola_jax.data import input_pipeline  # TensorFlow only for training.
-
-  config = train_config()
-  data_options = dict(image_size=FLAGS.image_size, data_dir=FLAGS.data_dir)
-
-  def train_batches(start_step: int):
-    return input_pipeline.create_train_iterator(
-        FLAGS.dataset, global_batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-        start_step=start_step, colour_augmentation=FLAGS.colour_augmentation,
-        **data_options)
-
-  def eval_batches():
-    return input_pipeline.create_eval_iterator(
-        FLAGS.dataset, global_batch_size=FLAGS.batch_size, **data_options)
-
-  if FLAGS.eval_only:
-    metrics = evaluate_checkpoint(task, config, list(eval_batches()))
-  else:
-    metrics = trainer.train_and_evaluate(task, config, train_batches, eval_batches)
-  print(f"Validation split of {FLAGS.dataset!r}: {_format(metrics)}", flush=True)
-  print(f"PNG grids of the evaluation batches: {epath.Path(config.workdir) / 'images'}",
-        flush=True)
-  if FLAGS.eval_dir is not None:
-    images = input_pipeline.load_image_directory(FLAGS.eval_dir, FLAGS.image_size)
-    batches = list(trainer.pad_to_device_batches(images, FLAGS.batch_size))
-    metrics = evaluate_checkpoint(task, config, batches, tag="eval_dir")
-    result = dict(metrics, num_images=len(images),
-                  eval_dir=os.path.abspath(FLAGS.eval_dir))
-    path = epath.Path(config.workdir) / "eval.json"
-    if jax.process_index() == 0:
-      path.write_text(json.dumps(result, indent=2, sort_keys=True))
-    print(f"{FLAGS.eval_dir}: {_format(metrics)} over {len(images)} images; "
-          f"written to {path}", flush=True)
-  return metrics
+  flag = flag_values["config"]
+  if flag.present:
+    return flag.value
+  overrides = config_flags.get_override_values(flag)
+  if not overrides:
+    return None
+  config = run_config.read(workdir)
+  for key, value in overrides.items():
+    *parents, name = key.split(".")
+    parent = config
+    for part in parents:
+      parent = parent[part]
+    parent[name] = value
+  return config
 
 
-def evaluate_checkpoint(task: trainer.Task, config: trainer.TrainConfig,
-                        batches, tag: str = "eval") -> Dict[str, float]:
-  """Evaluates the latest checkpoint on device batches; draws the first."""
-  step, params = trainer.restore_params(task, config, batches[0])
-  steps = trainer.ParallelSteps(task, config.seed)
-  replicated = steps.replicate(params)
-  metrics = trainer.evaluate(steps, replicated, batches)
-  path = trainer.write_image_grid(steps, replicated, batches[0], writer=None,
-                                  workdir=config.workdir, step=step, tag=tag,
-                                  count=config.num_images)
-  if path:
-    print(f"Checkpoint step {step}; pictures (input | output): {path}", flush=True)
-  return dict(metrics, step=step)
+def format_metrics(metrics: Dict[str, Any]) -> str:
+  return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())
+                   if isinstance(v, (int, float)))
 
 
-def _format(metrics: Dict[str, Any]) -> str:
-  return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+def _keep_console_record(record) -> bool:
+  return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
 def quiet_library_logs() -> None:
   """Keeps orbax's per-save INFO lines out of the console (warnings stay)."""
-
-  def keep(record) -> bool:
-    return (record.levelno >= std_logging.WARNING
-            or "orbax" not in record.pathname)
-
   # Orbax logs through both absl and standard loggers; both reach this handler.
-  logging.get_absl_handler().python_handler.addFilter(keep)
+  handler = logging.get_absl_handler().python_handler
+  if _keep_console_record not in handler.filters:
+    handler.addFilter(_keep_console_record)
 
 
-def main_wrapper(build_task: Callable[[], trainer.Task]) -> Callable[[Any], None]:
-  """An absl ``main`` that initializes, validates, builds and runs."""
+def training_main(train_and_evaluate: TrainAndEvaluate, argv,
+                  flag_values: flags.FlagValues = FLAGS) -> None:
+  """A training program's ``main``: trains (or evaluates) and reports.
 
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    quiet_library_logs()
-    initialize_distributed()
-    validate_common_flags()
-    try:
-      run(build_task())
-    except trainer.NonFiniteError as e:
-      logging.error("%s", e)
-      raise SystemExit(f"Stopped: {e}") from None
-
-  return main
+  Config errors become usage errors (before anything is written); a
+  non-finite step stops the program with its message.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
+  input_pipeline.hide_accelerators_from_tensorflow()
+  initialize_distributed(flag_values)
+  workdir, eval_dir = flag_values.workdir, flag_values.eval_dir
+  if eval_dir is not None and not os.path.isdir(eval_dir):
+    raise app.UsageError(f"--eval_dir={eval_dir} is not a directory.")
+  try:
+    if flag_values.eval_only:
+      config = trainer.evaluation_config(workdir,
+                                         given_config(workdir, flag_values))
+      metrics = trainer.evaluate_checkpoint(
+          config, workdir, trainer.validation_batches_fn(config))
+    else:
+      config = flag_values.config
+      metrics = train_and_evaluate(config, workdir)
+    print(f"Validation split of {config.dataset!r}: "
+          f"{format_metrics(metrics)}", flush=True)
+    print(f"PNG grids of the evaluation batches: "
+          f"{epath.Path(workdir) / 'images'}", flush=True)
+    if eval_dir is not None:
+      result = trainer.evaluate_directory(config, workdir, eval_dir)
+      count = result.pop("num_images")
+      print(f"{eval_dir}: {format_metrics(result)} over {count} images; "
+            f"written to {epath.Path(workdir) / 'eval.json'}", flush=True)
+  except run_config.ConfigError as e:
+    raise app.UsageError(str(e)) from None
+  except trainer.NonFiniteError as e:
+    logging.error("%s", e)
+    raise SystemExit(f"Stopped: {e}") from None

@@ -1,0 +1,67 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+r"""The main job: reconstruction from one vector, offline on a CPU.
+
+The photographs bundled with scikit-image (13 for training, 3 held out),
+32×32 crops, q ∈ R²⁵⁶ unrolled from the centre of an 8×8 map (stride 4),
+upsampled to pixels; 1,200 steps of batch 32. The default config of
+``experiments.reconstruct``:
+
+  python3 -m experiments.reconstruct --workdir=/tmp/finola_recon
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Every setting of a reconstruction run (see the comments)."""
+  config = ml_collections.ConfigDict()
+  # Which experiment: finola_jax.tasks.create_task builds it.
+  config.task = "reconstruction"
+
+  # Data. dataset: "embedded" (bundled photographs, offline),
+  # "folder:/path/to/images" or a tfds name ("imagenet2012").
+  config.dataset = "embedded"
+  config.data_dir = config_dict.placeholder(str)  # tfds data_dir
+  config.image_size = 32
+  # Random channel order and per-channel gains in [0.7, 1.3] for training.
+  config.colour_augmentation = True
+
+  # Model. The map is (image_size / stride)²; stride 1 is the paper's setting.
+  config.stride = 4
+  config.channels = 256  # C: A and B are C×C
+  config.encoder_width = 16
+  config.encoder_depth = 3
+  config.decoder_width = 32
+  # finola: normalized unroll; linear: without normalization (QB-Heat);
+  # dense: q → dense layer → map.
+  config.decoder = "finola"
+  config.path = "vertical_first"  # see finola_jax.unroll
+  config.matrix_init_scale = 0.1  # A, B ~ N(0, scale² / C)
+
+  # Numerics. precision: compute dtype of convolutions and the unroll
+  # ("float32" or "bfloat16"; parameters and the unroll's state stay float32).
+  config.precision = "float32"
+  # Matmul precision of the unroll: None (JAX's default), "default", "high"
+  # or "highest".
+  config.matmul_precision = config_dict.placeholder(str)
+  config.unroll_implementation = "auto"
+
+  # Optimization: AdamW, linear warm-up then cosine decay to 1 % of the peak,
+  # after clipping the global gradient norm.
+  config.steps = 1200
+  config.batch_size = 32  # global: over all processes and devices
+  config.learning_rate = 2e-3
+  config.warmup_steps = 100
+  config.weight_decay = 1e-4
+  config.grad_clip_norm = 1.0
+  config.seed = 0  # initialization, batches and masks
+
+  # Bookkeeping (may change when a run is resumed).
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint_every = 250
+  config.keep_checkpoints = 3
+  config.num_images = 8  # examples drawn in each picture
+  return config

@@ -1,0 +1,394 @@
+# Copyright 2026 The finola_jax Authors.
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""The XLA backend of one growth phase: forward walks and their backward.
+
+A *phase* ("grow") extends a block along one axis by FINOLA walks in both
+directions. Both backends (this one, ``jax.lax.scan`` loops, and the Pallas
+kernel in ``finola_jax.walk_kernel``) implement the same two functions on
+the same canonical layout, so :mod:`finola_jax.core` can dispatch between
+them:
+
+* canvas ``[P, L, Q, C]``: ``P`` flattened leading dims, ``L`` the walk
+  axis, ``Q`` positions across it, ``C`` channels. Walkers are the ``P·Q``
+  vectors ``(p, q)``; each moves along ``L``. (Vertical growth of a
+  ``[..., h, w, C]`` block: ``P = prod(batch)``, ``L = H``, ``Q = w``;
+  horizontal growth: ``P = prod(batch)·h``, ``L = W``, ``Q = 1``. Both are
+  free reshapes of ``[..., H, W, C]``.)
+* :func:`grow_forward` ``(block [P, h, Q, C]) -> canvas [P, nb + h + nf,
+  Q, C]``: backward walkers start from ``block[:, 0]`` and write lines
+  ``nb − 1, …, 0`` (``z ← z − s·n(z) @ Mᵀ``), forward walkers start from
+  ``block[:, h − 1]`` and write lines ``nb + h, …`` (``z ← z + s·n(z) @ Mᵀ``);
+  the block lines are the block, bit for bit.
+* :func:`grow_backward` ``(canvas, cotangent) -> (d_block, d_matrix_t,
+  d_step)``: the vector-Jacobian product of :func:`grow_forward`. The canvas
+  is its only residual: each state is read back from it and ``ẑ`` and its
+  statistics are recomputed, so the backward stores nothing per step.
+
+Dtypes: the canvas, block and ``matrix_t`` share the output dtype ``D``; the
+walkers' states are carried in ``K = promote(D, float32)`` and cast to ``D``
+when written; every matmul multiplies ``D`` operands and accumulates in
+``K``. In bfloat16 the backward re-reads states rounded to bfloat16, so it
+differs from autodiff of the float32 carry by bfloat16 rounding.
+
+Walks in opposite directions share one loop step (one matmul) while both
+have steps left; the longer one then goes on alone.
+"""
+
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+BACK, FORWARD = 0, 1  # Walker directions: −s (up/left), +s (down/right).
+
+
+def carry_dtype(dtype) -> jnp.dtype:
+  """``K``: the dtype walkers carry their state in, for maps of ``dtype``.
+
+  Low-precision maps (bfloat16, float16) carry their state in float32: the
+  state accumulates hundreds of increments, which a 8-bit mantissa would
+  lose.
+  """
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+class _Segment(NamedTuple):
+  """One loop: steps ``first..last`` (1-based, inclusive) of ``directions``.
+
+  ``ends[j]`` is the last step of ``directions[j]``; a direction whose walk
+  ends before ``last`` idles (masked) through the remaining steps.
+  """
+  directions: Tuple[int, ...]
+  first: int
+  last: int
+  ends: Tuple[int, ...]
+
+  @property
+  def masked(self) -> bool:
+    return any(end < self.last for end in self.ends)
+
+
+def _segments(num_back: int, num_forward: int) -> List[_Segment]:
+  """The loops of one phase, in forward order.
+
+  Both directions share steps ``1..min(nb, nf)``; the longer direction
+  walks its remaining steps alone. A remainder of one step instead rides
+  along in the shared loop (the other direction idles for it): XLA inlines
+  a loop of one trip, and the write or read outside a loop then fuses into
+  its neighbours, which costs a copy of the whole canvas.
+  """
+  shared = min(num_back, num_forward)
+  longest = max(num_back, num_forward)
+  if shared and longest - shared == 1:
+    return [_Segment((BACK, FORWARD), 1, longest, (num_back, num_forward))]
+  segments = []
+  if shared:
+    segments.append(_Segment((BACK, FORWARD), 1, shared, (shared, shared)))
+  if num_back > shared:
+    segments.append(_Segment((BACK,), shared + 1, num_back, (num_back,)))
+  if num_forward > shared:
+    segments.append(
+        _Segment((FORWARD,), shared + 1, num_forward, (num_forward,)))
+  return segments
+
+
+def _state_line(direction: int, i, num_back: int, h: int):
+  """Canvas line of state ``z_i`` of a walker (``z_0`` is a block line)."""
+  if direction == BACK:
+    return num_back - i
+  return num_back + h - 1 + i
+
+
+def _per_row(values, lanes: int, dtype) -> Array:
+  """``[k·lanes, 1]``: ``values[j]`` on the rows of walker set ``j``."""
+  return jnp.repeat(jnp.asarray(values, dtype), lanes)[:, None]
+
+
+def _signs(directions, lanes: int, dtype) -> Array:
+  """Per row: −1 for backward walkers, +1 for forward walkers."""
+  return _per_row([-1.0 if d == BACK else 1.0 for d in directions], lanes,
+                  dtype)
+
+
+def _centred(z: Array, eps: float) -> Tuple[Array, Array]:
+  """``(z − μ, r)`` of rows ``z`` ``[R, C]``: ``ẑ = (z − μ)·r`` with
+  ``r = rsqrt(var + eps)`` (population variance over ``C``, two passes)."""
+  centred = z - jnp.mean(z, axis=-1, keepdims=True)
+  r = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) +
+                    jnp.asarray(eps, z.dtype))
+  return centred, r
+
+
+def _matmul(x: Array, matrix_t: Array, precision, carry) -> Array:
+  """``x @ matrix_t`` over the last axis: ``D`` operands, ``K`` result."""
+  return jax.lax.dot_general(
+      x.astype(matrix_t.dtype), matrix_t, (((x.ndim - 1,), (0,)), ((), ())),
+      precision=precision, preferred_element_type=carry)
+
+
+def _increment(z: Array, matrix_t: Array, eps: float, normalized: bool,
+               precision, carry) -> Array:
+  """``n(z) @ matrix_t`` for rows ``z`` ``[R, C]`` in ``carry``."""
+  if not normalized:
+    return _matmul(z, matrix_t, precision, carry)
+  centred, r = _centred(z, eps)
+  if matrix_t.dtype != carry:
+    # 16-bit maps: the matmul multiplies ẑ cast to D (as the kernel does).
+    return _matmul(centred * r, matrix_t, precision, carry)
+  # r is one scalar per row, so it commutes with the matmul: scaling the
+  # product spares a pass that writes ẑ (r rides along in the update).
+  return r * _matmul(centred, matrix_t, precision, carry)
+
+
+def _matmul_transposed(x: Array, matrix_t: Array, precision, carry) -> Array:
+  """``x @ matrix_tᵀ`` over the last axis (no transposed copy of the matrix)."""
+  return jax.lax.dot_general(
+      x.astype(matrix_t.dtype), matrix_t, (((x.ndim - 1,), (1,)), ((), ())),
+      precision=precision, preferred_element_type=carry)
+
+
+# On CPU, 16-bit canvases are sliced and updated as uint16 ("storage"): XLA's
+# CPU backend has no bfloat16/float16 dynamic-slice or dynamic-update-slice
+# and converts their operand to float32, which makes every forward write pass
+# over the whole canvas and lets the backward hoist float32 copies of canvas
+# and cotangent out of its loop (4× the map's bytes). GPUs slice and update
+# 16-bit floats in place, so there the canvas stays in its dtype.
+
+
+def _stores_bits(dtype) -> bool:
+  return jnp.dtype(dtype).itemsize == 2 and jax.default_backend() == "cpu"
+
+
+@jax.custom_jvp
+def _bits16(x: Array) -> Array:
+  return jax.lax.bitcast_convert_type(x, jnp.uint16)
+
+
+@_bits16.defjvp
+def _bits16_jvp(primals, tangents):
+  # Autodiff through the integer view would silently give zero.
+  del primals, tangents
+  raise NotImplementedError(
+      "finola_jax: on CPU, bfloat16/float16 walks support reverse-mode "
+      "derivatives of first order only; use float32 or float64 for higher "
+      "orders.")
+
+
+def _to_storage(x: Array) -> Array:
+  return _bits16(x) if _stores_bits(x.dtype) else x
+
+
+def _from_storage(x: Array, dtype) -> Array:
+  return jax.lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
+
+
+# Inside this module a canvas with Q = 1 is [P, L, C] (a free reshape): XLA
+# gives a slice of the map reshaped to [P, L, 1, C] a layout of its own and
+# copies it back. Q > 1 stays [P, L, Q, C], the shape of the map itself, so
+# that a cotangent map read by both paths of "average" is made once.
+
+
+def _flat(canvas: Array) -> Array:
+  walkers, length, positions, channels = canvas.shape
+  return canvas.reshape(walkers, length, channels) if positions == 1 else canvas
+
+
+def _read_lines(stored: Array, lines, dtype, carry, channels: int) -> Array:
+  """``[k·P·Q, C]`` rows in ``carry``: lines ``lines[j]`` of a stored canvas."""
+  return jnp.concatenate([
+      _from_storage(jax.lax.dynamic_index_in_dim(stored, line, axis=1,
+                                                 keepdims=False),
+                    dtype).astype(carry).reshape(-1, channels)
+      for line in lines])
+
+
+def _walked(segment: _Segment, i, lanes: int):
+  """Steps each walker set has taken after loop step ``i`` (``[k]``), and a
+  ``[k·lanes, 1]`` mask (True: the row takes step ``i``; False: its walk has
+  ended), or None when no walk ends early."""
+  if not segment.masked:
+    return [i] * len(segment.directions), None
+  ends = jnp.asarray(segment.ends)
+  return list(jnp.minimum(i, ends)), jnp.repeat(i <= ends, lanes)[:, None]
+
+
+def grow_forward(block: Array, matrix_t: Array, step: Array, *,
+                 num_back: int, num_forward: int, eps: float,
+                 normalized: bool,
+                 precision: Optional[jax.lax.Precision]) -> Array:
+  """Grows ``block`` along its axis 1 by ``num_back`` + ``num_forward`` lines.
+
+  Args:
+    block: ``[P, h, Q, C]`` in the output dtype ``D``.
+    matrix_t: ``[C, C]`` ``Mᵀ`` in ``D``.
+    step: scalar ``s`` in ``K = carry_dtype(D)``.
+    num_back, num_forward: lines to add before / after the block.
+    eps: normalization epsilon.
+    normalized: ``False``: ``n`` is the identity (linear walks).
+    precision: of every matmul (``None``: JAX's default).
+
+  Returns:
+    ``[P, num_back + h + num_forward, Q, C]`` canvas in ``D``; the walker
+    leaving line ``j`` writes ``z ± s·n(z) @ matrix_t`` to the next line
+    away from the block.
+  """
+  walkers, h, positions, channels = block.shape
+  lanes = walkers * positions  # walkers in each direction
+  dtype, carry = block.dtype, carry_dtype(block.dtype)
+  canvas = _to_storage(_flat(block))
+  canvas = jnp.pad(canvas, ((0, 0), (num_back, num_forward)) +
+                   ((0, 0),) * (canvas.ndim - 2))
+  line_shape = canvas.shape[:1] + canvas.shape[2:]
+  # States are rows [k·lanes, C] (all walker sets of a loop stacked): one
+  # shape for the statistics, the matmul and the update, so XLA makes each
+  # intermediate once.
+  states = {BACK: block[:, 0].astype(carry).reshape(lanes, channels),
+            FORWARD: block[:, h - 1].astype(carry).reshape(lanes, channels)}
+  for segment in _segments(num_back, num_forward):
+    signed_step = _signs(segment.directions, lanes, carry) * step
+
+    def body(carry_in, i, segment=segment, signed_step=signed_step):
+      z, canvas = carry_in
+      walked, active = _walked(segment, i, lanes)
+      increment = signed_step * _increment(z, matrix_t, eps, normalized,
+                                           precision, carry)
+      # An idle walker keeps its state and rewrites it where it already is.
+      z = z + (increment if active is None else jnp.where(active, increment,
+                                                          0))
+      for j, direction in enumerate(segment.directions):
+        line = z[j * lanes:(j + 1) * lanes].astype(dtype).reshape(line_shape)
+        canvas = jax.lax.dynamic_update_index_in_dim(
+            canvas, _to_storage(line),
+            _state_line(direction, walked[j], num_back, h), axis=1)
+      return (z, canvas), None
+
+    z = jnp.concatenate([states[d] for d in segment.directions])
+    (z, canvas), _ = jax.lax.scan(
+        body, (z, canvas), jnp.arange(segment.first, segment.last + 1))
+    states.update((d, z[j * lanes:(j + 1) * lanes])
+                  for j, d in enumerate(segment.directions))
+  return _from_storage(canvas, dtype).reshape(
+      walkers, num_back + h + num_forward, positions, channels)
+
+
+def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
+                  step: Array, *, num_back: int, num_forward: int, eps: float,
+                  normalized: bool, precision: Optional[jax.lax.Precision]
+                  ) -> Tuple[Array, Array, Array]:
+  """The vector-Jacobian product of :func:`grow_forward`.
+
+  Per direction, with ``σ = ∓s`` and ``sign = ∓1`` and ``Gᵢ`` the cotangent
+  of state ``zᵢ`` (``n`` steps, walked back from ``i = n``)::
+
+      Gᵢ   = ct[line(zᵢ)] + Gᵢ₊₁ + σ·J_n(zᵢ)ᵀ (Gᵢ₊₁ @ matrix_tᵀ)   (Gₙ₊₁ = 0)
+      H   += sign · n(zᵢ₋₁)ᵀ Gᵢ
+      J_nᵀ v = r·(v − mean(v) − ẑ·mean(v ⊙ ẑ))    (identity if not normalized)
+
+  with every ``zᵢ₋₁`` read from ``canvas``. Then ``d_matrix_t = s·H``,
+  ``d_step = ⟨matrix_t, H⟩`` and ``d_block = ct[block lines]`` plus ``G₀``
+  of the backward walkers on the first block line and of the forward walkers
+  on the last.
+
+  Args:
+    canvas: ``[P, L, Q, C]`` output of :func:`grow_forward` (``D``).
+    cotangent: same shape and dtype as ``canvas``.
+    matrix_t, step, num_back, num_forward, eps, normalized, precision: as
+      given to :func:`grow_forward`.
+
+  Returns:
+    ``(d_block [P, h, Q, C] in D, d_matrix_t [C, C] in D, d_step in K)``.
+  """
+  num_walkers, length, positions, channels = canvas.shape
+  h = length - num_back - num_forward
+  dtype, carry = canvas.dtype, carry_dtype(canvas.dtype)
+  stored_canvas = _to_storage(_flat(canvas))
+  stored_cotangent = _to_storage(_flat(cotangent))
+  lanes = num_walkers * positions
+  # g[d]: cotangent reaching the walkers' current state from later steps,
+  # without the state's own cotangent line (added when the state is left).
+  # Rows [lanes, C] per direction, stacked per loop as in grow_forward.
+  zeros = jnp.zeros((lanes, channels), carry)
+  g = {BACK: zeros, FORWARD: zeros}
+  moment = jnp.zeros((channels, channels), carry)  # H
+  segments = _segments(num_back, num_forward)
+  # The last loop (the first steps) also reads the cotangent of each state
+  # it leaves; after step 1 that is the block's edge line. Reading it there
+  # keeps 16-bit cotangents on CPU from being read outside the loops (see
+  # _to_storage), which would cost a copy of the whole cotangent.
+  block_edges = None
+  for segment in reversed(segments):
+    signs = _signs(segment.directions, lanes, carry)
+    tracks_edges = segment is segments[0]
+
+    def body(carry_in, i, segment=segment, signs=signs,
+             tracks_edges=tracks_edges):
+      g, moment, edges = carry_in
+      dirs = segment.directions
+      walked, active = _walked(segment, i, lanes)
+      grad = g + _read_lines(  # Gᵢ
+          stored_cotangent,
+          [_state_line(d, w, num_back, h) for d, w in zip(dirs, walked)],
+          dtype, carry, channels)
+      if active is not None:  # An idle walker has no cotangent yet.
+        grad = jnp.where(active, grad, 0)
+      left = [_state_line(d, w - 1, num_back, h) for d, w in zip(dirs, walked)]
+      z_prev = _read_lines(stored_canvas, left, dtype, carry, channels)
+      if tracks_edges:
+        edges = _read_lines(stored_cotangent, left, dtype, carry, channels)
+      u = _matmul_transposed(grad, matrix_t, precision, carry)
+      if normalized:
+        centred, r = _centred(z_prev, eps)
+        n = centred * r
+        u = r * (u - jnp.mean(u, axis=-1, keepdims=True) -
+                 n * jnp.mean(u * n, axis=-1, keepdims=True))
+      else:
+        n = z_prev
+      moment = moment + jax.lax.dot_general(
+          n.astype(dtype), (signs * grad).astype(dtype),
+          (((0,), (0,)), ((), ())), precision=precision,
+          preferred_element_type=carry)
+      return (grad + step * signs * u, moment, edges), None
+
+    gs = jnp.concatenate([g[d] for d in segment.directions])
+    edges = jnp.zeros_like(gs) if tracks_edges else None
+    (gs, moment, edges), _ = jax.lax.scan(
+        body, (gs, moment, edges),
+        jnp.arange(segment.first, segment.last + 1), reverse=True)
+    g.update((d, gs[j * lanes:(j + 1) * lanes])
+             for j, d in enumerate(segment.directions))
+    if tracks_edges:
+      block_edges = {d: edges[j * lanes:(j + 1) * lanes]
+                     for j, d in enumerate(segment.directions)}
+
+  # d_block: the block's own cotangent lines, plus G₀ of the backward
+  # walkers on the first and of the forward walkers on the last (one
+  # concatenation of lines, which XLA fuses; a padded G₀ was materialized).
+  def block_lines(first, last):
+    lines = jax.lax.slice_in_dim(stored_cotangent, num_back + first,
+                                 num_back + last, axis=1)
+    return _from_storage(lines, dtype).astype(carry).reshape(
+        num_walkers, last - first, positions, channels)
+
+  def edge_line(direction, index):
+    """The block's edge line ``index``: its cotangent plus ``G₀``."""
+    if direction in block_edges:
+      own = block_edges[direction].reshape(num_walkers, 1, positions,
+                                           channels)
+    else:  # No walker left this edge.
+      own = block_lines(index, index + 1)
+    return own + g[direction].reshape(num_walkers, 1, positions, channels)
+
+  if h == 1:
+    d_block = edge_line(segments[0].directions[0], 0) + g[
+        FORWARD if segments[0].directions[0] == BACK else BACK].reshape(
+            num_walkers, 1, positions, channels)
+  else:
+    d_block = jnp.concatenate([edge_line(BACK, 0), block_lines(1, h - 1),
+                               edge_line(FORWARD, h - 1)], axis=1)
+  d_matrix_t = (step * moment).astype(dtype)
+  d_step = jnp.sum(matrix_t.astype(carry) * moment)
+  return d_block.astype(dtype), d_matrix_t, d_step
