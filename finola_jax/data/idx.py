@@ -218,9 +218,14 @@ def load(directory: str, *, with_labels: bool = True,
                     eval_split)
 
 
-def to_model_images(images: np.ndarray, image_size: int,
-                    fit: str = "pad") -> np.ndarray:
-  """Greyscale uint8 ``[B, H, W]`` → float32 ``[B, S, S, 3]`` in [0, 1].
+def default_fit(images: np.ndarray, image_size: int) -> str:
+  """``"pad"`` when ``[N, H, W]`` images fit in S×S (pixels kept), else ``"resize"``."""
+  return "pad" if image_size >= max(images.shape[1:]) else "resize"
+
+
+def fit_grey(images: np.ndarray, image_size: int,
+             fit: str = "pad") -> np.ndarray:
+  """Greyscale uint8 ``[B, H, W]`` → float32 ``[B, S, S]`` in [0, 1].
 
   Args:
     images: uint8 ``[B, H, W]``.
@@ -229,9 +234,6 @@ def to_model_images(images: np.ndarray, image_size: int,
       MNIST family's background is black; 28 → 32 adds 2 pixels a side; an
       odd margin puts the extra pixel bottom/right); S must be at least H
       and W. ``"resize"``: bilinear, antialiased when shrinking, to S×S.
-
-  Returns:
-    float32 ``[B, S, S, 3]``, the grey value in all three channels.
   """
   if fit not in FITS:
     raise ValueError(f"fit must be one of {FITS}, got {fit!r}.")
@@ -246,8 +248,16 @@ def to_model_images(images: np.ndarray, image_size: int,
     top, left = (image_size - height) // 2, (image_size - width) // 2
     canvas = np.zeros((batch, image_size, image_size), np.float32)
     canvas[:, top:top + height, left:left + width] = grey
-  else:
-    import jax  # pylint: disable=g-import-not-at-top (only resizing needs it)
-    canvas = np.asarray(jax.image.resize(
-        grey, (batch, image_size, image_size), "bilinear", antialias=True))
-  return np.repeat(canvas[..., None], 3, axis=-1)
+    return canvas
+  import jax  # pylint: disable=g-import-not-at-top (only resizing needs it)
+  return np.asarray(jax.image.resize(
+      grey, (batch, image_size, image_size), "bilinear", antialias=True))
+
+
+def to_model_images(images: np.ndarray, image_size: int,
+                    fit: str = "pad") -> np.ndarray:
+  """Greyscale uint8 ``[B, H, W]`` → float32 ``[B, S, S, 3]`` in [0, 1].
+
+  `fit_grey`, with the grey value in all three channels.
+  """
+  return np.repeat(fit_grey(images, image_size, fit)[..., None], 3, axis=-1)
