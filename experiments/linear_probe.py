@@ -110,13 +110,13 @@ def read_pretraining(pretrained_workdir: str) -> ml_collections.ConfigDict:
 def load_encoder(config: ml_collections.ConfigDict,
                  pretraining: ml_collections.ConfigDict | None,
                  pretrained_workdir: str | None):
-  """``(encode, params, source)``: what the probe reads (see the module doc)."""
+  """``(encode, params, source)``: what the probe reads (see the module doc).
+
+  ``pretraining`` (its config) and ``pretrained_workdir`` may be None only
+  when ``config.raw_pixels``.
+  """
   if config.raw_pixels:
     return probe.pixels, {}, "raw_pixels"
-  if pretraining is None:
-    raise run_config.ConfigError(
-        "--pretrained_workdir is needed (the encoder's architecture) unless "
-        "config.raw_pixels.")
   task = tasks.create_task(pretraining)
   encode = probe.masked_finola_encoder(task.model)
   if config.random_init:
@@ -137,6 +137,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   start = time.time()
   validate_config(config)
+  if pretrained_workdir is None and not config.raw_pixels:
+    raise run_config.ConfigError(
+        "--pretrained_workdir is needed (the encoder's architecture) unless "
+        "config.raw_pixels.")
   pretraining = (None if pretrained_workdir is None
                  else read_pretraining(pretrained_workdir))
   image_size = config.image_size or (pretraining and pretraining.image_size)
