@@ -143,10 +143,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "config.raw_pixels.")
   pretraining = (None if pretrained_workdir is None
                  else read_pretraining(pretrained_workdir))
-  image_size = config.image_size or (pretraining and pretraining.image_size)
-  if not image_size:
+  if config.image_size is None and pretraining is None:
     raise run_config.ConfigError(
         "config.image_size must be set when there is no --pretrained_workdir.")
+  image_size = config.image_size or pretraining.image_size
+  map_size = image_size if config.raw_pixels else image_size // pretraining.stride
+  run_config.check(map_size % config.grid == 0, "grid",
+                   f"divide the {map_size}×{map_size} feature map", config.grid)
   try:
     data = labeled.load_labeled_arrays(
         config.dataset, image_size=image_size, data_dir=config.data_dir,

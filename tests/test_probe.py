@@ -86,6 +86,7 @@ def test_probe_writes_top1(pretrained_workdir, labeled_folder, tmp_path, source)
     (["--config.learning_rate=0"], "config.learning_rate"),
     (["--config.protocol=knn"], "config.protocol must be one of"),
     (["--config.grid=0"], "config.grid"),
+    (["--config.grid=3"], "config.grid must divide the 8×8 feature map"),
     (["--config.raw_pixels=True", "--config.random_init=True"],
      "config.random_init must be False when config.raw_pixels"),
     (["--config.raw_pixels=True", "--config.protocol=tran1"],
