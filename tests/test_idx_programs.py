@@ -92,6 +92,8 @@ def test_labeled_arrays_resize_images_that_do_not_fit(tmp_path):
   assert data.train_inputs.shape == (50, 20, 20)  # Stored as read.
   assert data.eval_split == "holdout" and data.num_classes == 2
   assert data.prepare(data.eval_inputs[:3]).shape == (3, 16, 16, 3)
+  with pytest.raises(ValueError, match="use load_labeled_arrays"):
+    labeled.load_labeled_split(f"idx:{tmp_path}", "train", image_size=16)
 
 
 # tran1 through the program adds nothing over these two (its head is tested in

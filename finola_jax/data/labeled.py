@@ -189,6 +189,9 @@ def load_labeled_split(dataset: str, split: str, *, image_size: int,
   sources.check_max_examples(max_examples)
   if dataset == DIGITS:
     return _in_memory_split(*_digits(image_size), split, max_examples)
+  if sources.idx_path(dataset) is not None:
+    raise ValueError(f"{dataset!r}: IDX datasets are read whole into memory; "
+                     "use load_labeled_arrays.")
   if dataset == sources.EMBEDDED:
     raise ValueError(
         f"{sources.EMBEDDED!r} has no labels; use {DIGITS!r}, a "
