@@ -13,11 +13,12 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from finola_jax import tasks
 from finola_jax.models import masked
 from finola_jax.tasks import probe
 from tests import helpers
 
-MODEL = masked.MaskedFinola(**helpers.TINY_MODEL)
+MODEL = tasks.create_task(helpers.tiny_config("pretrain_masked")).model
 SIZE = helpers.TINY_MODEL["image_size"]
 MAP = SIZE // helpers.TINY_MODEL["stride"]
 CHANNELS = helpers.TINY_MODEL["channels"]
