@@ -1,14 +1,16 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-r"""Linear probing of a masked-FINOLA encoder.
+r"""Probing a masked-FINOLA encoder: linear, tran-1 or fine-tuning.
 
 Builds the pre-training's model from --pretrained_workdir's config.json and
 loads the encoder of its newest readable checkpoint (or, with
 config.random_init, a randomly initialized encoder of the same
-architecture: the control), freezes it, extracts pooled features of whole
-images, trains a linear classifier with optax and reports top-1 on the
-validation split to the console and WORKDIR/probe.json (the probe's config:
-WORKDIR/config.json). The recipe is configs/linear_probe.py:
+architecture: the control; with config.raw_pixels, the image itself: the
+baseline), trains the probe of config.protocol
+(`finola_jax.tasks.probe`: ``linear``, ``tran1`` or ``finetune``) and
+reports top-1 on the scored split to the console and WORKDIR/probe.json
+(the probe's config: WORKDIR/config.json). The recipe is
+configs/linear_probe.py:
 
   python3 -m experiments.linear_probe --workdir=/tmp/finola_probe \
     --pretrained_workdir=/tmp/finola_masked
@@ -16,19 +18,17 @@ WORKDIR/config.json). The recipe is configs/linear_probe.py:
     --pretrained_workdir=/tmp/finola_masked --config.random_init=True
 
 The offline default dataset is scikit-learn's 8×8 handwritten digits,
-upscaled: a check that features carry information, not ImageNet.
+upscaled: a check that features carry information, too easy to rank
+encoders. configs/probe_fashion_mnist.py probes on Fashion-MNIST.
 """
 
-import functools
 import json
 import os
+import time
 from typing import Any, Dict
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 from absl import app
 from absl import flags
 from absl import logging
@@ -37,6 +37,7 @@ from etils import epath
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import labeled
+from finola_jax.tasks import probe
 from finola_jax.train import checkpointing
 from finola_jax.train import launch
 from finola_jax.train import run_config
@@ -52,26 +53,47 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
                       "written.", required=True, flag_values=flag_values)
   flags.DEFINE_string("pretrained_workdir", None, "Workdir of "
                       "pretrain_masked: its config.json gives the "
-                      "architecture, its newest readable checkpoint the "
-                      "encoder.", required=True, flag_values=flag_values)
+                      "architecture (and the default image size), its "
+                      "newest readable checkpoint the encoder. Needed unless "
+                      "config.raw_pixels.", flag_values=flag_values)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ``ConfigError`` naming the key of an inconsistent value."""
   run_config.check_choice(config, "task", ["linear_probe"])
-  for key in ("steps", "batch_size"):
+  run_config.check_choice(config, "protocol", probe.PROTOCOLS)
+  for key in ("steps", "batch_size", "grid", "num_heads", "mlp_ratio",
+              "monitor_examples"):
     run_config.check(config[key] >= 1, key, "be >= 1", config[key])
   for key in ("image_size", "max_examples"):  # None: the default.
     run_config.check(config[key] is None or config[key] >= 1, key,
                      "be None or >= 1", config[key])
-  run_config.check(config.learning_rate > 0, "learning_rate", "be > 0",
-                   config.learning_rate)
-  run_config.check(config.weight_decay >= 0, "weight_decay", "be >= 0",
-                   config.weight_decay)
+  for key in ("learning_rate", "encoder_lr_scale"):
+    run_config.check(config[key] > 0, key, "be > 0", config[key])
+  for key in ("warmup_steps", "weight_decay"):
+    run_config.check(config[key] >= 0, key, "be >= 0", config[key])
+  if config.raw_pixels:
+    run_config.check(not config.random_init, "random_init",
+                     "be False when config.raw_pixels (no encoder)",
+                     config.random_init)
+    # Pixels have 3 channels and nothing to fine-tune: only a linear readout.
+    run_config.check(config.protocol == "linear", "protocol",
+                     "be 'linear' when config.raw_pixels", config.protocol)
 
 
-def load_encoder(config: ml_collections.ConfigDict, pretrained_workdir: str):
-  """``(task, params, source)``: the pre-training's task and its encoder."""
+def probe_config(config: ml_collections.ConfigDict) -> probe.ProbeConfig:
+  """The probe's training settings from the program's config."""
+  return probe.ProbeConfig(
+      protocol=config.protocol, steps=config.steps,
+      batch_size=config.batch_size, learning_rate=config.learning_rate,
+      warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+      encoder_lr_scale=config.encoder_lr_scale, grid=config.grid,
+      num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+      seed=config.seed, monitor_examples=config.monitor_examples)
+
+
+def read_pretraining(pretrained_workdir: str) -> ml_collections.ConfigDict:
+  """The masked pre-training's config; ``ConfigError`` if it is not one."""
   try:
     pretraining = run_config.read(pretrained_workdir)
   except FileNotFoundError as e:
@@ -82,93 +104,77 @@ def load_encoder(config: ml_collections.ConfigDict, pretrained_workdir: str):
     raise run_config.ConfigError(
         f"--pretrained_workdir={pretrained_workdir} holds a "
         f"{pretraining.get('task')!r} run, not a masked pre-training.")
+  return pretraining
+
+
+def load_encoder(config: ml_collections.ConfigDict,
+                 pretraining: ml_collections.ConfigDict | None,
+                 pretrained_workdir: str | None):
+  """``(encode, params, source)``: what the probe reads (see the module doc).
+
+  ``pretraining`` (its config) and ``pretrained_workdir`` may be None only
+  when ``config.raw_pixels``.
+  """
+  if config.raw_pixels:
+    return probe.pixels, {}, "raw_pixels"
   task = tasks.create_task(pretraining)
+  encode = probe.masked_finola_encoder(task.model)
   if config.random_init:
     params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
-    return task, {"encoder": params["encoder"]}, "random_init"
+    return encode, params["encoder"], "random_init"
   step, params = checkpointing.restore_latest_params(pretrained_workdir)
-  return task, {"encoder": params["encoder"]}, f"step {step}"
-
-
-def extract_features(task, params, split: labeled.LabeledSplit,
-                     batch_size: int):
-  """Pooled features ``[N, C]`` and labels ``[N]`` of one pass."""
-  features_fn = jax.jit(task.features)
-  features, labels = [], []
-  for batch in split.batches(batch_size):
-    features.append(np.asarray(features_fn(params, batch["image"])))
-    labels.append(batch["label"])
-  return np.concatenate(features), np.concatenate(labels)
-
-
-def fit_linear_classifier(config: ml_collections.ConfigDict, features,
-                          labels, num_classes: int) -> Dict[str, jax.Array]:
-  """Full-batch softmax regression on standardized features (pure JAX).
-
-  Returns the classifier: weights ``w``, ``b`` and the features' ``mean``
-  and ``std``.
-  """
-  mean, std = jnp.mean(features, 0), jnp.std(features, 0) + 1e-6
-  x = (features - mean) / std
-  tx = optax.adam(config.learning_rate)
-
-  def loss_fn(p):
-    logits = x @ p["w"] + p["b"]
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return ce + config.weight_decay * jnp.sum(jnp.square(p["w"]))
-
-  def step(carry, _):
-    p, opt_state = carry
-    updates, opt_state = tx.update(jax.grad(loss_fn)(p), opt_state)
-    return (optax.apply_updates(p, updates), opt_state), None
-
-  params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
-  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None,
-                                length=config.steps)
-  return dict(params, mean=mean, std=std)
-
-
-def top1(classifier, features, labels) -> float:
-  """The classifier's accuracy on ``features``."""
-  classifier = jax.device_get(classifier)
-  x = (features - classifier["mean"]) / classifier["std"]
-  logits = x @ classifier["w"] + classifier["b"]
-  return float(np.mean(np.argmax(logits, -1) == labels))
+  return encode, params["encoder"], f"step {step}"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       pretrained_workdir: str) -> Dict[str, Any]:
+                       pretrained_workdir: str | None = None) -> Dict[str, Any]:
   """Probes the encoder of ``pretrained_workdir``; writes and returns probe.json.
 
   Raises:
-    ConfigError: an inconsistent config or pre-training workdir; nothing
-      was written.
+    ConfigError: an inconsistent config or pre-training workdir, or a
+      dataset that cannot be read (a missing or malformed IDX file, say);
+      nothing was written.
   """
+  start = time.time()
   validate_config(config)
-  task, params, source = load_encoder(config, pretrained_workdir)
-  image_size = config.image_size or task.config.image_size
-  splits = {name: labeled.load_labeled_split(
-      config.dataset, name, image_size=image_size, data_dir=config.data_dir,
-      max_examples=config.max_examples) for name in labeled.SPLITS}
-  train_x, train_y = extract_features(task, params, splits["train"],
-                                      config.batch_size)
-  val_x, val_y = extract_features(task, params, splits["validation"],
-                                  config.batch_size)
-  fit = jax.jit(functools.partial(fit_linear_classifier, config,
-                                  num_classes=splits["train"].num_classes))
-  classifier = fit(train_x, train_y)
-  result = {"top1": top1(classifier, val_x, val_y),
-            "train_top1": top1(classifier, train_x, train_y),
-            "num_train": len(train_y), "num_validation": len(val_y),
-            "dataset": config.dataset, "encoder": source,
-            "pretrained_workdir": str(checkpointing.absolute(pretrained_workdir))}
+  if pretrained_workdir is None and not config.raw_pixels:
+    raise run_config.ConfigError(
+        "--pretrained_workdir is needed (the encoder's architecture) unless "
+        "config.raw_pixels.")
+  pretraining = (None if pretrained_workdir is None
+                 else read_pretraining(pretrained_workdir))
+  if config.image_size is None and pretraining is None:
+    raise run_config.ConfigError(
+        "config.image_size must be set when there is no --pretrained_workdir.")
+  image_size = config.image_size or pretraining.image_size
+  map_size = image_size if config.raw_pixels else image_size // pretraining.stride
+  run_config.check(map_size % config.grid == 0, "grid",
+                   f"divide the {map_size}×{map_size} feature map", config.grid)
+  try:
+    data = labeled.load_labeled_arrays(
+        config.dataset, image_size=image_size, data_dir=config.data_dir,
+        max_examples=config.max_examples)
+  except ValueError as e:  # Unknown datasets, missing or malformed files.
+    raise run_config.ConfigError(f"config.dataset={config.dataset!r}: {e}") from e
+  encode, params, source = load_encoder(config, pretraining, pretrained_workdir)
+  outcome = probe.run_protocol(
+      encode, params, train_inputs=data.train_inputs,
+      train_labels=data.train_labels, eval_inputs=data.eval_inputs,
+      eval_labels=data.eval_labels, num_classes=data.num_classes,
+      config=probe_config(config), prepare=data.prepare)
+  result = dict(
+      outcome.record(), grid=config.grid, dataset=config.dataset,
+      eval_split=data.eval_split, encoder=source, image_size=image_size,
+      pretrained_workdir=(None if pretrained_workdir is None else
+                          str(checkpointing.absolute(pretrained_workdir))),
+      wall_s=round(time.time() - start, 1))
   run_config.write(workdir, config)
   path = epath.Path(workdir) / "probe.json"
   path.write_text(json.dumps(result, indent=2, sort_keys=True))
   logging.info("Wrote %s", path)
-  print(f"Linear probe on {config.dataset} ({source}): top-1 "
-        f"{result['top1']:.4f} (train {result['train_top1']:.4f}); written to "
-        f"{path}", flush=True)
+  print(f"{config.protocol} probe on {config.dataset} ({source}): top-1 "
+        f"{result['top1']:.4f} on {data.eval_split} (train "
+        f"{result['train_top1']:.4f}); written to {path}", flush=True)
   return result
 
 

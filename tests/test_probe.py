@@ -62,7 +62,8 @@ def test_probe_writes_top1(pretrained_workdir, labeled_folder, tmp_path, source)
   with open(tmp_path / "probe" / "probe.json") as f:
     probe = json.load(f)
   assert 0.0 <= probe["top1"] <= 1.0 and 0.0 <= probe["train_top1"] <= 1.0
-  assert (probe["num_train"], probe["num_validation"]) == counts
+  assert (probe["num_train"], probe["num_eval"]) == counts
+  assert probe["protocol"] == "linear" and probe["eval_split"] == "validation"
   assert probe["encoder"] == ("random_init" if random_init
                               else f"step {PRETRAINED_STEP}")
   assert probe["dataset"] == dataset
@@ -83,6 +84,14 @@ def test_probe_writes_top1(pretrained_workdir, labeled_folder, tmp_path, source)
     (["--config.image_size=0"], "config.image_size"),
     (["--config.max_examples=0"], "config.max_examples"),
     (["--config.learning_rate=0"], "config.learning_rate"),
+    (["--config.protocol=knn"], "config.protocol must be one of"),
+    (["--config.grid=0"], "config.grid"),
+    (["--config.grid=3"], "config.grid must divide the 8×8 feature map"),
+    (["--config.raw_pixels=True", "--config.random_init=True"],
+     "config.random_init must be False when config.raw_pixels"),
+    (["--config.raw_pixels=True", "--config.protocol=tran1"],
+     "config.protocol must be 'linear' when config.raw_pixels"),
+    (["--config.dataset=idx:{empty}/none"], "config.dataset.*not a directory"),
     (["stray"], "stray"),
 ])
 def test_probe_usage_errors_name_the_flag(pretrained_workdir, tmp_path, args,
@@ -97,9 +106,17 @@ def test_probe_usage_errors_name_the_flag(pretrained_workdir, tmp_path, args,
   assert not (tmp_path / "probe").exists()
 
 
-@pytest.mark.parametrize("missing", ["--workdir", "--pretrained_workdir"])
-def test_probe_needs_both_workdirs(pretrained_workdir, tmp_path, missing):
-  given = [f"--workdir={tmp_path}", f"--pretrained_workdir={pretrained_workdir}"]
-  with pytest.raises(flags.Error, match=missing):
+def test_probe_needs_a_workdir(pretrained_workdir):
+  with pytest.raises(flags.Error, match="--workdir"):
     helpers.run_program(linear_probe,
-                        [a for a in given if not a.startswith(missing + "=")])
+                        [f"--pretrained_workdir={pretrained_workdir}"])
+
+
+def test_probe_needs_a_pretraining_unless_raw_pixels(tmp_path):
+  with pytest.raises(app.UsageError, match="--pretrained_workdir is needed"):
+    helpers.run_program(linear_probe, [f"--workdir={tmp_path / 'probe'}",
+                                       "--config.image_size=16"])
+  with pytest.raises(app.UsageError, match="config.image_size must be set"):
+    helpers.run_program(linear_probe, [f"--workdir={tmp_path / 'probe'}",
+                                       "--config.raw_pixels=True"])
+  assert not (tmp_path / "probe").exists()

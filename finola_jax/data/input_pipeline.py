@@ -9,7 +9,7 @@ Dataset names: see `sources`. Programs that also run JAX on accelerators call
 `hide_accelerators_from_tensorflow` first (importing this module does not).
 
 Determinism: a batch is a pure function of (seed, step). For the in-memory
-sources (embedded, folder) example k of the global batch at step t is drawn from
+sources (embedded, folder, idx) example k of the global batch at step t is drawn from
 row k of a stateless random draw seeded by (seed, t), and process p builds only
 rows [p * local_batch, (p + 1) * local_batch): the global batch is the same for
 every process/device layout, and resuming at step t costs nothing. For TFDS each
@@ -28,11 +28,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from finola_jax.data import idx
 from finola_jax.data import preprocessing
 from finola_jax.data import sources
 
 # Encoded (not decoded) TFDS records shuffled together: ~1 GB for ImageNet.
 _TFDS_SHUFFLE_BUFFER = 10_000
+# IDX images fitted to the image size this many at a time (bounds the float
+# copy a resize makes).
+_IDX_FIT_CHUNK = 4096
 
 
 class BatchLayout(NamedTuple):
@@ -138,6 +142,50 @@ def _in_memory_train_dataset(stored: preprocessing.StoredImages, *,
       batch_for_step, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def idx_stored_images(images: np.ndarray, image_size: int) -> np.ndarray:
+  """IDX images uint8 ``[N, H, W]`` fitted to uint8 ``[N, S, S]`` (grey).
+
+  Padding keeps the pixels exactly; resized images are rounded back to uint8
+  so that 50,000 of them stay ~50 MB in memory.
+  """
+  fitted = np.concatenate([
+      idx.fit_grey(images[start:start + _IDX_FIT_CHUNK], image_size,
+                   idx.default_fit(images, image_size))
+      for start in range(0, len(images), _IDX_FIT_CHUNK)])
+  return np.round(fitted * 255.0).astype(np.uint8)
+
+
+def _idx_train_dataset(stored: np.ndarray, *, layout: BatchLayout, seed: int,
+                       start_step: int) -> tf.data.Dataset:
+  """Batches of stored greyscale images ``[N, S, S]``, randomly flipped.
+
+  No crops or colour changes: the images are small, centred objects and grey
+  (the colour augmentation of the other sources would make them coloured).
+  Like the other in-memory sources, a pure function of (seed, step) and the
+  same global batch for any layout.
+  """
+  num_images = len(stored)
+  global_batch_size = layout.local_batch_size * layout.process_count
+  rows = slice(layout.process_index * layout.local_batch_size,
+               (layout.process_index + 1) * layout.local_batch_size)
+  pixels = tf.constant(stored)
+
+  def batch_for_step(step):
+    uniforms = tf.random.stateless_uniform(
+        [global_batch_size, 2], seed=tf.stack([tf.constant(seed, tf.int64), step]))
+    image_index = tf.minimum(
+        tf.cast(uniforms[rows, 0] * num_images, tf.int32), num_images - 1)
+    images = tf.gather(pixels, image_index)
+    flip = uniforms[rows, 1] < 0.5
+    images = tf.where(flip[:, None, None], tf.reverse(images, axis=[2]), images)
+    images = tf.repeat(tf.cast(images, tf.float32)[..., None] / 255.0, 3,
+                       axis=-1)
+    return {"image": _to_device_layout(images, layout)}
+
+  return tf.data.Dataset.counter(start_step).map(
+      batch_for_step, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _tfds_train_dataset(name: str, *, data_dir: str | None, image_size: int,
                         layout: BatchLayout, seed: int, start_step: int,
                         colour_augmentation: bool) -> tf.data.Dataset:
@@ -194,7 +242,7 @@ def create_train_iterator(
     local_device_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented training batches for steps start_step, start_step+1, ...
 
-  Augmentation: random resized crop (area fraction `preprocessing.CROP_AREA_RANGE`, aspect
+  Augmentation (IDX sources: random horizontal flip only): random resized crop (area fraction `preprocessing.CROP_AREA_RANGE`, aspect
   ratio `preprocessing.CROP_ASPECT_RATIO_RANGE`), bilinear resampling from images stored at
   a few times the output size (antialiased), random horizontal flip and, if
   `colour_augmentation`, a random channel order and per-channel gains
@@ -207,7 +255,8 @@ def create_train_iterator(
   sources shuffle (seeded) this process's shard of "train" and repeat it.
 
   Args:
-    dataset: `EMBEDDED`, "folder:DIR" / an existing DIR, or a TFDS name.
+    dataset: `EMBEDDED`, "folder:DIR" / an existing DIR, "idx:DIR" (its
+      training split's images) or a TFDS name.
     image_size: S, the side of the square output images.
     global_batch_size: examples per step over all processes.
     seed: the batch at a step is a function of (seed, step) only.
@@ -229,7 +278,13 @@ def create_train_iterator(
   layout = batch_layout(global_batch_size, process_index, process_count,
                         local_device_count)
   directory = sources.folder_path(dataset)
-  if dataset == sources.EMBEDDED or directory is not None:
+  idx_directory = sources.idx_path(dataset)
+  if idx_directory is not None:
+    images = sources.load_idx(idx_directory, with_labels=False).train_images
+    batches = _idx_train_dataset(idx_stored_images(images, image_size),
+                                 layout=layout, seed=seed,
+                                 start_step=start_step)
+  elif dataset == sources.EMBEDDED or directory is not None:
     if directory is None:
       stored = _embedded_training_images(image_size)
     else:
@@ -310,6 +365,19 @@ def _embedded_eval_examples(layout: BatchLayout, image_size: int,
   return examples, -(-len(images) // layout.process_count)
 
 
+def _idx_eval_examples(directory: str, layout: BatchLayout, image_size: int,
+                       max_examples: int | None):
+  """(this process's share of the IDX evaluation images; the largest share)."""
+  images = sources.load_idx(directory, with_labels=False).eval_images
+  images = images[:max_examples]
+  share = _interleaved_share(len(images), layout)
+  examples = tf.data.Dataset.from_tensor_slices({
+      "image": idx.to_model_images(images[share], image_size,
+                                   idx.default_fit(images, image_size)),
+      "index": share.astype(np.int32)})
+  return examples, -(-len(images) // layout.process_count)
+
+
 def _tfds_eval_examples(name: str, data_dir: str | None, layout: BatchLayout,
                         image_size: int, max_examples: int | None):
   """(this process's shard of the validation split; the largest shard)."""
@@ -342,8 +410,10 @@ def create_eval_iterator(
 
   Validation images: for `EMBEDDED`, each held-out photograph's centre square
   and its four quadrants (15 images); for a folder, the held-out files; for
-  TFDS, the "validation" split (else "test"). Each is centre-cropped to a
-  square and resized, without randomness. Process p takes its own disjoint
+  IDX files, the ``t10k`` split or the held-out sixth of ``train-*``, padded
+  or resized as for training; for TFDS, the "validation" split (else
+  "test"). Images of the other sources are centre-cropped to a square and
+  resized. No randomness. Process p takes its own disjoint
   share (every process_count-th image from p for embedded and folder sources,
   its `tfds.split_for_jax_process` shard for TFDS).
 
@@ -370,7 +440,11 @@ def create_eval_iterator(
   layout = batch_layout(global_batch_size, process_index, process_count,
                         local_device_count)
   directory = sources.folder_path(dataset)
-  if dataset == sources.EMBEDDED:
+  idx_directory = sources.idx_path(dataset)
+  if idx_directory is not None:
+    examples, max_share = _idx_eval_examples(idx_directory, layout, image_size,
+                                             max_examples)
+  elif dataset == sources.EMBEDDED:
     examples, max_share = _embedded_eval_examples(layout, image_size,
                                                   max_examples)
   elif directory is not None:

@@ -8,14 +8,19 @@ Dataset names understood by `load_labeled_split`:
   (1797 images, 10 classes), upscaled and made RGB. Needs no network.
 * ``"folder:/some/dir"`` or an existing directory: one subfolder per class
   (classes in name order), images anywhere under each class subfolder.
+* ``"idx:/some/dir"``: MNIST-family IDX files with labels (`idx.load`: train
+  on ``train-*``, score on ``t10k-*`` or a held-out sixth of ``train-*``);
+  only through `load_labeled_arrays`.
 * anything else: a labeled TFDS dataset ("image" and "label" features), e.g.
   "cifar10" or "imagenet2012".
 
-Images are centre-cropped to a square and resized, never augmented, and come in
-a fixed order, so features extracted twice agree.
+Images are centre-cropped to a square and resized (IDX images: padded or
+resized, `idx.default_fit`), never augmented, and come in a fixed order, so
+features extracted twice agree.
 """
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Iterator
 
@@ -23,11 +28,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from finola_jax.data import idx
 from finola_jax.data import preprocessing
 from finola_jax.data import sources
 
 DIGITS = "digits"
 SPLITS = ("train", "validation")
+# `load_labeled_split`'s sources split by holding out; their scored split is
+# called this in `LabeledArrays.eval_split`.
+VALIDATION = "validation"
 
 # In-memory sources hold out, per class, the examples at positions 4, 9, 14, ...
 # of the class's sorted list: 20 %.
@@ -180,6 +189,9 @@ def load_labeled_split(dataset: str, split: str, *, image_size: int,
   sources.check_max_examples(max_examples)
   if dataset == DIGITS:
     return _in_memory_split(*_digits(image_size), split, max_examples)
+  if sources.idx_path(dataset) is not None:
+    raise ValueError(f"{dataset!r}: IDX datasets are read whole into memory; "
+                     "use load_labeled_arrays.")
   if dataset == sources.EMBEDDED:
     raise ValueError(
         f"{sources.EMBEDDED!r} has no labels; use {DIGITS!r}, a "
@@ -188,3 +200,77 @@ def load_labeled_split(dataset: str, split: str, *, image_size: int,
   if directory is not None:
     return _folder_split(directory, split, image_size, max_examples)
   return _tfds_split(dataset, split, image_size, data_dir, max_examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledArrays:
+  """Both splits of a labeled dataset, in memory.
+
+  Attributes:
+    train_inputs: stored training examples ``[N, ...]``: uint8 ``[N, H, W]``
+      for IDX sources, float32 images ``[N, S, S, 3]`` otherwise.
+    train_labels: int32 ``[N]``.
+    eval_inputs: stored evaluation examples ``[M, ...]``.
+    eval_labels: int32 ``[M]``.
+    num_classes: labels are in [0, num_classes).
+    eval_split: what is scored: ``"t10k"`` or ``"holdout"`` (IDX, see
+      `idx.load`), else `VALIDATION`.
+    prepare: stored examples ``[b, ...]`` → float32 images ``[b, S, S, 3]``
+      in [0, 1].
+  """
+  train_inputs: np.ndarray
+  train_labels: np.ndarray
+  eval_inputs: np.ndarray
+  eval_labels: np.ndarray
+  num_classes: int
+  eval_split: str
+  prepare: Callable[[np.ndarray], np.ndarray]
+
+
+def _split_arrays(split: LabeledSplit) -> tuple[np.ndarray, np.ndarray]:
+  batches = list(split.batches(256))
+  return (np.concatenate([b["image"] for b in batches]),
+          np.concatenate([b["label"] for b in batches]))
+
+
+def _already_images(images: np.ndarray) -> np.ndarray:
+  """`prepare` of sources stored as float32 images ``[b, S, S, 3]``."""
+  return images
+
+
+def load_labeled_arrays(dataset: str, *, image_size: int,
+                        data_dir: str | None = None,
+                        max_examples: int | None = None) -> LabeledArrays:
+  """Both splits of `dataset` as arrays (see `load_labeled_split`).
+
+  IDX images stay uint8 greyscale (Fashion-MNIST's 60,000 take 47 MB) and
+  `LabeledArrays.prepare` fits a batch of them to float RGB; the other
+  sources are decoded to float32 images here, so keep them to what fits in
+  memory (CIFAR-10's 50,000 32×32 images: 600 MB).
+
+  Args:
+    dataset: as for `load_labeled_split`, or ``"idx:DIR"``.
+    image_size: S.
+    data_dir: TFDS data directory.
+    max_examples: keep only the first this many examples of each split.
+
+  Raises:
+    ValueError: an unknown dataset; for IDX, `idx.IdxError` (a missing or
+      malformed file).
+  """
+  preprocessing.check_image_size(image_size)
+  sources.check_max_examples(max_examples)
+  directory = sources.idx_path(dataset)
+  if directory is None:
+    train, validation = (load_labeled_split(
+        dataset, name, image_size=image_size, data_dir=data_dir,
+        max_examples=max_examples) for name in SPLITS)
+    return LabeledArrays(*_split_arrays(train), *_split_arrays(validation),
+                         train.num_classes, VALIDATION, _already_images)
+  data = sources.load_idx(directory, with_labels=True)
+  prepare = functools.partial(idx.to_model_images, image_size=image_size,
+                              fit=idx.default_fit(data.train_images, image_size))
+  return LabeledArrays(
+      data.train_images[:max_examples], data.train_labels[:max_examples],
+      data.eval_images[:max_examples], data.eval_labels[:max_examples],
+      data.num_classes, data.eval_split, prepare)

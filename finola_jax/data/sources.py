@@ -1,6 +1,6 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""Image sources: the embedded photographs, folders and TFDS datasets.
+"""Image sources: the embedded photographs, folders, IDX files and TFDS datasets.
 
 Dataset names understood by the pipelines (`input_pipeline`, `labeled`):
 
@@ -9,6 +9,10 @@ Dataset names understood by the pipelines (`input_pipeline`, `labeled`):
   runs, not representation learning at scale.
 * ``"folder:/some/dir"`` or the path of an existing directory: every image file
   under it (recursively).
+* ``"idx:/some/dir"``: MNIST-family IDX files (`finola_jax.data.idx`: train on
+  ``train-*``, score on ``t10k-*`` or, without it, a held-out sixth of
+  ``train-*``), greyscale repeated in three channels and padded to the image
+  size when they fit, else resized (`idx.default_fit`).
 * anything else: a TFDS dataset name, optionally versioned
   (``"imagenet2012"``, ``"cifar10:3.0.2"``), read from ``data_dir``.
 
@@ -23,8 +27,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from finola_jax.data import idx
+
 EMBEDDED = "embedded"
 FOLDER_PREFIX = "folder:"
+IDX_PREFIX = "idx:"
 
 # scikit-image photographs that ship inside the wheel (no pooch download; each
 # checked to load with the network disabled). Names are `skimage.data`
@@ -76,6 +83,30 @@ def folder_path(dataset: str) -> str | None:
       raise ValueError(f"Dataset {dataset!r}: {directory!r} is not a directory.")
     return directory
   return dataset if os.path.isdir(dataset) else None
+
+
+def idx_path(dataset: str) -> str | None:
+  """The directory `dataset` names ("idx:DIR"), else None.
+
+  Raises:
+    ValueError: "idx:DIR" where DIR is not a directory.
+  """
+  if not dataset.startswith(IDX_PREFIX):
+    return None
+  directory = dataset[len(IDX_PREFIX):]
+  if not os.path.isdir(directory):
+    raise ValueError(f"Dataset {dataset!r}: {directory!r} is not a directory.")
+  return directory
+
+
+@functools.lru_cache(maxsize=2)
+def load_idx(directory: str, with_labels: bool) -> idx.IdxDataset:
+  """`idx.load` of the reported splits, cached: a run reads its files once.
+
+  Raises:
+    idx.IdxError: a missing or malformed file (a ValueError).
+  """
+  return idx.load(directory, with_labels=with_labels)
 
 
 def list_image_files(directory: str, *, recursive: bool) -> list[str]:

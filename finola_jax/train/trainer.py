@@ -53,6 +53,22 @@ def train_batches_fn(config: ml_collections.ConfigDict
       colour_augmentation=config.colour_augmentation)
 
 
+def check_idx_dataset(config: ml_collections.ConfigDict) -> None:
+  """Reads an "idx:DIR" dataset now, so a bad file stops the run before it
+  writes anything (the pipelines would read it later; the read is cached).
+
+  Raises:
+    ConfigError: DIR is not a directory, or a file is missing or malformed.
+  """
+  try:
+    directory = sources.idx_path(config.dataset)
+    if directory is not None:
+      sources.load_idx(directory, with_labels=False)
+  except ValueError as e:  # idx.IdxError is one.
+    raise run_config.ConfigError(
+        f"config.dataset={config.dataset!r}: {e}") from e
+
+
 def validation_batches_fn(config: ml_collections.ConfigDict) -> BatchesFn:
   """A fresh pass over the config's validation split per call."""
   return lambda: input_pipeline.create_eval_iterator(
@@ -209,6 +225,8 @@ def train_and_evaluate(
   """
   run_config.validate_training(config)
   task = task or tasks.create_task(config)
+  if train_batches is None:
+    check_idx_dataset(config)
   train_batches = train_batches or train_batches_fn(config)
   eval_batches = eval_batches or validation_batches_fn(config)
   run_config.start_or_resume(workdir, config)
