@@ -124,9 +124,11 @@ class ProtocolTest(helpers.NoX64LeakTestCase, parameterized.TestCase):
     self.assertEqual(result.top1, 1.0)
 
   def test_deterministic_given_the_seed(self):
-    first, second = run("tran1"), run("tran1")
+    # The linear protocol: the seed reaches the same head initialization and
+    # batch order in every protocol, and linear compiles quickest.
+    first, second = run("linear"), run("linear")
     chex.assert_trees_all_equal(first.head_params, second.head_params)
-    self.assertTrue(differs(first.head_params, run("tran1", seed=1).head_params))
+    self.assertTrue(differs(first.head_params, run("linear", seed=1).head_params))
 
   @parameterized.parameters(("linear", 24 + 9), ("finetune", 5 + 25 * 8 + 5 + 9))
   def test_examples_the_encoder_sees(self, protocol, expected):
