@@ -25,8 +25,10 @@ ROOT/sweep.png (PSNR against map side, one line per decoder, one panel per
 C). On a CPU (the README's table):
 
   python3 -m experiments.sweep_unroll --root=/tmp/finola_sweep \
-    --config.steps=600 --config.batch_size=16 --config.log_every=100 \
-    --config.eval_every=100000 --config.checkpoint_every=600
+    --reference_side=16 --max_map_params=100000000 --config.steps=400 \
+    --config.batch_size=8 --config.warmup_steps=50 \
+    --config.matrix_learning_rate_scale=0.25 --config.log_every=50 \
+    --config.eval_every=100000 --config.checkpoint_every=200
 
 A finished row is not trained again (its workdir resumes at its last step),
 so an interrupted sweep resumes where it stopped.
@@ -83,6 +85,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
   flags.DEFINE_string("eval_dir", ablation.KODAK, "Held-out photographs "
                       "evaluated after training (skipped if missing).",
                       flag_values=flag_values)
+  flags.DEFINE_integer("reference_side", None, "If set, each row's "
+                       "matrix_init_scale and matrix_learning_rate_scale are "
+                       "multiplied by reference_side / side: A and B then act "
+                       "per 1/reference_side of the image, as an unroll with "
+                       "step=reference_side/side would, so the map's change "
+                       "from q at initialization and under one optimizer step "
+                       "is the same at every size.", flag_values=flag_values)
+  flags.DEFINE_integer("max_map_params", None, "Rows whose map-making "
+                       "layer has more parameters are not trained (listed "
+                       "as not run): the dense layer has C·H·W·C.",
+                       flag_values=flag_values)
 
 
 # --------------------------------------------------------------- measures ---
@@ -129,12 +142,27 @@ def parameter_counts(params) -> Dict[str, int]:
 # -------------------------------------------------------------------- rows ---
 
 
+def planned_map_params(config: ml_collections.ConfigDict) -> int:
+  """The map-making parameter count of ``config``'s model, allocating none."""
+  shapes = jax.eval_shape(tasks.create_task(config).init_params,
+                          jax.random.PRNGKey(0))
+  return parameter_counts(shapes)["map_params"]
+
+
 def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
-               channels: int) -> ml_collections.ConfigDict:
-  """``config`` at stride 1 with ``image_size=size``, C and the decoder."""
+               channels: int, reference_side: int | None = None
+               ) -> ml_collections.ConfigDict:
+  """``config`` at stride 1 with ``image_size=size``, C and the decoder.
+
+  With ``reference_side``, A and B start and learn ``reference_side / size``
+  × as large (see the flag).
+  """
   config = config.copy_and_resolve_references()
   config.decoder, config.stride = decoder, 1
   config.image_size, config.channels = size, channels
+  if reference_side is not None:
+    config.matrix_init_scale *= reference_side / size
+    config.matrix_learning_rate_scale *= reference_side / size
   return config
 
 
@@ -183,16 +211,19 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
 
 def sweep(config: ml_collections.ConfigDict, root: str, *,
           decoders: Sequence[str], sizes: Sequence[int],
-          channels: Sequence[int], eval_dir: str | None) -> Dict[str, Any]:
+          channels: Sequence[int], eval_dir: str | None,
+          reference_side: int | None = None,
+          max_map_params: int | None = None) -> Dict[str, Any]:
   """Every row (C outermost, then size, then decoder) and the baselines.
 
   Writes ``ROOT/sweep.json`` after each row, then ``sweep.md`` and
-  ``sweep.png``; returns what ``sweep.json`` holds: ``rows`` and
+  ``sweep.png``; returns what ``sweep.json`` holds: ``rows``, ``not_run``
+  (the rows over ``max_map_params``: decoder, C, map side, map params) and
   ``mean_colour`` (``{size: {"val": scores, "kodak": scores}}``).
   """
   root = epath.Path(root)
   root.mkdir(parents=True, exist_ok=True)
-  result: Dict[str, Any] = {"rows": [], "mean_colour": {}}
+  result: Dict[str, Any] = {"rows": [], "not_run": [], "mean_colour": {}}
   validation = {}
   for size in sizes:
     validation[size] = images_of(trainer.validation_batches_fn(
@@ -206,14 +237,21 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
   for count in channels:
     for size in sizes:
       for decoder in decoders:
+        row_settings = row_config(config, decoder, size, count,
+                                  reference_side)
+        map_params = planned_map_params(row_settings)
+        if max_map_params is not None and map_params > max_map_params:
+          result["not_run"].append(dict(decoder=decoder, channels=count,
+                                        map_size=size, map_params=map_params))
+          continue
         workdir = str(root / f"c{count}_s{size}_{decoder}")
-        row = run_row(row_config(config, decoder, size, count), workdir,
-                      validation[size], eval_dir)
+        row = run_row(row_settings, workdir, validation[size], eval_dir)
         row["beats_mean_colour"] = bool(
             row["val_psnr"] > result["mean_colour"][str(size)]["val"]["psnr"])
         result["rows"].append(row)
         (root / "sweep.json").write_text(json.dumps(result, indent=2))
         logging.info("Row done: %s", row)
+  (root / "sweep.json").write_text(json.dumps(result, indent=2))
   (root / "sweep.md").write_text(markdown_table(result))
   plot(result, root / "sweep.png")
   return result
@@ -239,6 +277,10 @@ def markdown_table(result: Dict[str, Any]) -> str:
         f"{'yes' if r['beats_mean_colour'] else 'no'} | {r['map_params']:,} | "
         f"{r['total_params']:,} | {r['max_abs_z_init']:.3g} | "
         f"{r['max_abs_z_end']:.3g} | {'yes' if r['finite'] else 'no'} |")
+  lines += [f"| {r['channels']} | {r['map_size']}×{r['map_size']} | "
+            f"{r['decoder']} | not run: {r['map_params']:,} map-making "
+            "parameters over --max_map_params |" + " |" * 10
+            for r in result.get("not_run", [])]
   return "\n".join(lines) + "\n"
 
 
@@ -298,7 +340,9 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
                    decoders=flag_values.decoders,
                    sizes=[int(s) for s in flag_values.sizes],
                    channels=[int(c) for c in flag_values.channels],
-                   eval_dir=eval_dir)
+                   eval_dir=eval_dir,
+                   reference_side=flag_values.reference_side,
+                   max_map_params=flag_values.max_map_params)
   except run_config.ConfigError as e:
     raise app.UsageError(str(e)) from None
   config = flag_values.config

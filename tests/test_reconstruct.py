@@ -111,6 +111,7 @@ COMMAND_LINE_ERRORS = _config_errors(reconstruct, [
     (dict(matmul_precision="fastest"), "config.matmul_precision"),
     (dict(path="diagonal"), "config.path"),
     (dict(learning_rate=0), "config.learning_rate"),
+    (dict(matrix_learning_rate_scale=0), "config.matrix_learning_rate_scale"),
     (dict(warmup_steps=-1), "config.warmup_steps"),
     (dict(grad_clip_norm=0), "config.grad_clip_norm"),
     (dict(log_every=0), "config.log_every"),

@@ -14,8 +14,8 @@ def test_sweep_writes_table_plot_and_finite_rows(tmp_path):
   eval_dir = helpers.write_photo_folder(str(tmp_path / "kodak"), 2)
   root = tmp_path / "sweep"
   stdout = helpers.run_program(sweep_unroll, [
-      f"--root={root}", "--decoders=finola", "--sizes=4",
-      "--channels=8", f"--eval_dir={eval_dir}",
+      f"--root={root}", "--decoders=finola,dense", "--sizes=4",
+      "--channels=8", f"--eval_dir={eval_dir}", "--max_map_params=200",
       *helpers.override_flags(steps=2, checkpoint_every=2)])
   result = json.loads((root / "sweep.json").read_text())
   [row] = result["rows"]
@@ -28,8 +28,12 @@ def test_sweep_writes_table_plot_and_finite_rows(tmp_path):
   assert 0 < row["upsampler_params"] < row["total_params"]
   for split in ("val", "kodak"):
     assert 0 < result["mean_colour"]["4"][split]["psnr"] < 100
+  # The dense layer (4·4·8 outputs from 8 inputs, and biases) is over 200.
+  assert result["not_run"] == [dict(decoder="dense", channels=8, map_size=4,
+                                    map_params=8 * 4 * 4 * 8 + 4 * 4 * 8)]
   table = (root / "sweep.md").read_text()
-  assert table.count("\n") == 3 and table in stdout
+  assert table.count("\n") == 4 and table in stdout
+  assert "| dense | not run: 1,152 map-making parameters" in table
   plot = np.asarray(PIL.Image.open(root / "sweep.png"))
   assert plot.ndim == 3 and min(plot.shape[:2]) > 100
 
@@ -48,3 +52,14 @@ def test_mean_colour_baseline_and_a_diverging_row(tmp_path):
   assert not row["finite"] and math.isnan(row["val_psnr"])
   assert math.isnan(row["max_abs_z_end"])  # stopped before any checkpoint
   assert math.isfinite(row["max_abs_z_init"])
+
+
+def test_reference_side_scales_the_matrices_per_unit_of_the_image():
+  config = helpers.tiny_config(matrix_init_scale=0.1,
+                               matrix_learning_rate_scale=0.5)
+  row = sweep_unroll.row_config(config, "finola", 64, 8, reference_side=16)
+  assert (row.stride, row.image_size, row.channels) == (1, 64, 8)
+  assert math.isclose(row.matrix_init_scale, 0.025)
+  assert math.isclose(row.matrix_learning_rate_scale, 0.125)
+  same = sweep_unroll.row_config(config, "finola", 64, 8)
+  assert (same.matrix_init_scale, same.matrix_learning_rate_scale) == (0.1, 0.5)

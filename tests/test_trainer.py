@@ -38,6 +38,25 @@ SIZE = helpers.TINY_MODEL["image_size"]
 SMALLEST = dict(stride=1, encoder_depth=0)
 
 
+def test_the_matrices_learn_at_their_own_rate():
+  params = {"matrices": {"A": jnp.ones((3, 3)), "B": -jnp.ones((3, 3))},
+            "encoder": {"kernel": jnp.arange(4.0)}}
+  gradients = jax.tree.map(lambda p: 0.1 * p + 0.05, params)
+
+  def first_update(scale):
+    config = helpers.tiny_config(warmup_steps=0,
+                                 matrix_learning_rate_scale=scale)
+    optimizer = step_lib.create_optimizer(config)
+    return optimizer.update(gradients, optimizer.init(params), params)[0]
+
+  full, quarter = first_update(1.0), first_update(0.25)
+  assert all(jnp.all(u != 0) for u in jax.tree.leaves(full))
+  chex.assert_trees_all_close(quarter["encoder"], full["encoder"])
+  chex.assert_trees_all_close(quarter["matrices"],
+                              jax.tree.map(lambda u: 0.25 * u,
+                                           full["matrices"]), rtol=1e-6)
+
+
 class ToyTask(step_lib.Task):
   """Predicts each image's mean colour plus noise drawn from its example key.
 

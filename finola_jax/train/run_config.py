@@ -95,6 +95,8 @@ def validate_training(config: ml_collections.ConfigDict) -> None:
   check_batch_split(config)
   check(config.learning_rate > 0, "learning_rate", "be > 0",
         config.learning_rate)
+  check(config.matrix_learning_rate_scale > 0, "matrix_learning_rate_scale",
+        "be > 0", config.matrix_learning_rate_scale)
   check(config.warmup_steps >= 0, "warmup_steps", "be >= 0",
         config.warmup_steps)
   check(config.weight_decay >= 0, "weight_decay", "be >= 0",

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 from flax.training import train_state
 
 Batch = Mapping[str, Any]
@@ -81,13 +82,32 @@ class Task(abc.ABC):
 
 def create_optimizer(
     config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate,
-      warmup_steps=min(config.warmup_steps, max(config.steps - 1, 0)),
-      decay_steps=max(config.steps, 1), end_value=0.01 * config.learning_rate)
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
-                     optax.adamw(schedule, weight_decay=config.weight_decay))
+  """AdamW with linear warm-up and cosine decay, after global-norm clipping.
+
+  The FINOLA matrices (the ``"matrices"`` parameters) learn at
+  ``config.matrix_learning_rate_scale`` × the others' rate. Adam moves every
+  entry of ``A`` by about the learning rate whatever C is, so one step moves
+  ``A ẑ`` of a unit-variance ``ẑ`` by up to ``C ×`` that: a rate that trains
+  the encoder and decoder can be far too large for ``A`` and ``B`` at large C.
+  """
+  def adamw(peak: float) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak,
+        warmup_steps=min(config.warmup_steps, max(config.steps - 1, 0)),
+        decay_steps=max(config.steps, 1), end_value=0.01 * peak)
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+
+  scale = config.matrix_learning_rate_scale
+  if scale == 1:  # One group: the optimizer state of runs before the key.
+    update = adamw(config.learning_rate)
+  else:
+    update = optax.multi_transform(
+        {"matrices": adamw(scale * config.learning_rate),
+         "others": adamw(config.learning_rate)},
+        lambda params: traverse_util.path_aware_map(
+            lambda path, _: "matrices" if path[0] == "matrices" else "others",
+            params))
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update)
 
 
 def create_train_state(task: Task,
