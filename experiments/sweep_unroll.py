@@ -25,10 +25,10 @@ ROOT/sweep.png (PSNR against map side, one line per decoder, one panel per
 C). On a CPU (the README's table):
 
   python3 -m experiments.sweep_unroll --root=/tmp/finola_sweep \
-    --reference_side=16 --max_map_params=100000000 --config.steps=400 \
-    --config.batch_size=8 --config.warmup_steps=50 \
+    --reference_side=16 --max_map_params=100000000 --config.steps=200 \
+    --config.batch_size=16 --config.warmup_steps=50 \
     --config.matrix_learning_rate_scale=0.25 --config.log_every=50 \
-    --config.eval_every=100000 --config.checkpoint_every=200
+    --config.eval_every=100000 --config.checkpoint_every=100
 
 A finished row is not trained again (its workdir resumes at its last step),
 so an interrupted sweep resumes where it stopped.
