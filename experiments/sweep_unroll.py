@@ -262,11 +262,11 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
 
 def markdown_table(result: Dict[str, Any]) -> str:
   """The rows of ``result`` as a markdown table, with the mean colour."""
-  lines = [
-      "| C | map | decoder | val PSNR | val SSIM | Kodak PSNR | Kodak SSIM | "
-      "mean colour val / Kodak PSNR | beats mean colour | map-making params | "
-      "total params | max abs z init | max abs z end | finite |",
-      "|---" * 14 + "|"]
+  columns = ("C", "map", "decoder", "val PSNR", "val SSIM", "Kodak PSNR",
+             "Kodak SSIM", "mean colour val / Kodak PSNR", "beats mean colour",
+             "map-making params", "total params", "max abs z init",
+             "max abs z end", "finite")
+  lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
   for r in result["rows"]:
     baseline = result["mean_colour"][str(r["map_size"])]
     kodak = baseline.get("kodak", {}).get("psnr", math.nan)
@@ -279,7 +279,7 @@ def markdown_table(result: Dict[str, Any]) -> str:
         f"{r['max_abs_z_end']:.3g} | {'yes' if r['finite'] else 'no'} |")
   lines += [f"| {r['channels']} | {r['map_size']}×{r['map_size']} | "
             f"{r['decoder']} | not run: {r['map_params']:,} map-making "
-            "parameters over --max_map_params |" + " |" * 10
+            "parameters over --max_map_params |" + " |" * (len(columns) - 4)
             for r in result.get("not_run", [])]
   return "\n".join(lines) + "\n"
 
