@@ -25,7 +25,8 @@ ROOT/sweep.png (PSNR against map side, one line per decoder, one panel per
 C). On a CPU (the README's table):
 
   python3 -m experiments.sweep_unroll --root=/tmp/finola_sweep \
-    --reference_side=16 --max_map_params=100000000 --config.steps=200 \
+    --reference_side=16 --reference_channels=128 \
+    --max_map_params=100000000 --config.steps=200 \
     --config.batch_size=16 --config.warmup_steps=50 \
     --config.matrix_learning_rate_scale=0.25 --config.log_every=50 \
     --config.eval_every=100000 --config.checkpoint_every=100
@@ -53,6 +54,7 @@ from etils import epath
 
 from experiments import ablation
 from experiments import reconstruct
+from experiments import sweep_rows
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.models import autoencoder
@@ -92,6 +94,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
                        "step=reference_side/side would, so the map's change "
                        "from q at initialization and under one optimizer step "
                        "is the same at every size.", flag_values=flag_values)
+  flags.DEFINE_integer("reference_channels", None, "If set, each row's "
+                       "matrix_learning_rate_scale is multiplied by "
+                       "reference_channels / C: one Adam step moves A ẑ by "
+                       "about C × the rate, so A and B then move as much per "
+                       "step at every C.", flag_values=flag_values)
   flags.DEFINE_integer("max_map_params", None, "Rows whose map-making "
                        "layer has more parameters are not trained (listed "
                        "as not run): the dense layer has C·H·W·C.",
@@ -149,29 +156,12 @@ def planned_map_params(config: ml_collections.ConfigDict) -> int:
   return parameter_counts(shapes)["map_params"]
 
 
-def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
-               channels: int, reference_side: int | None = None
-               ) -> ml_collections.ConfigDict:
-  """``config`` at stride 1 with ``image_size=size``, C and the decoder.
-
-  With ``reference_side``, A and B start and learn ``reference_side / size``
-  × as large (see the flag).
-  """
-  config = config.copy_and_resolve_references()
-  config.decoder, config.stride = decoder, 1
-  config.image_size, config.channels = size, channels
-  if reference_side is not None:
-    config.matrix_init_scale *= reference_side / size
-    config.matrix_learning_rate_scale *= reference_side / size
-  return config
-
-
 def run_row(config: ml_collections.ConfigDict, workdir: str,
             validation_images: np.ndarray, eval_dir: str | None) -> Dict[str, Any]:
   """Trains (or resumes) one row in ``workdir`` and measures it.
 
   Args:
-    config: the row's config (:func:`row_config`).
+    config: the row's config (``sweep_rows.row_config``).
     workdir: the row's workdir.
     validation_images: ``[N, S, S, 3]`` the validation split, for ``max |z|``.
     eval_dir: held-out photographs, or ``None``.
@@ -213,6 +203,7 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
           decoders: Sequence[str], sizes: Sequence[int],
           channels: Sequence[int], eval_dir: str | None,
           reference_side: int | None = None,
+          reference_channels: int | None = None,
           max_map_params: int | None = None) -> Dict[str, Any]:
   """Every row (C outermost, then size, then decoder) and the baselines.
 
@@ -227,7 +218,7 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
   validation = {}
   for size in sizes:
     validation[size] = images_of(trainer.validation_batches_fn(
-        row_config(config, decoders[0], size, channels[0]))())
+        sweep_rows.row_config(config, decoders[0], size, channels[0]))())
     baseline = {"val": mean_colour_scores(validation[size])}
     if eval_dir is not None:
       baseline["kodak"] = mean_colour_scores(images_of(
@@ -237,8 +228,8 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
   for count in channels:
     for size in sizes:
       for decoder in decoders:
-        row_settings = row_config(config, decoder, size, count,
-                                  reference_side)
+        row_settings = sweep_rows.row_config(config, decoder, size, count,
+                                             reference_side, reference_channels)
         map_params = planned_map_params(row_settings)
         if max_map_params is not None and map_params > max_map_params:
           result["not_run"].append(dict(decoder=decoder, channels=count,
@@ -342,6 +333,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
                    channels=[int(c) for c in flag_values.channels],
                    eval_dir=eval_dir,
                    reference_side=flag_values.reference_side,
+                   reference_channels=flag_values.reference_channels,
                    max_map_params=flag_values.max_map_params)
   except run_config.ConfigError as e:
     raise app.UsageError(str(e)) from None

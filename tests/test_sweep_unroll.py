@@ -6,6 +6,7 @@ import math
 import numpy as np
 import PIL.Image
 
+from experiments import sweep_rows
 from experiments import sweep_unroll
 from tests import helpers
 
@@ -44,7 +45,7 @@ def test_mean_colour_baseline_and_a_diverging_row(tmp_path):
   expected = np.mean(-10 * np.log10(np.mean(error**2, axis=(1, 2, 3))))
   np.testing.assert_allclose(
       sweep_unroll.mean_colour_scores(images)["psnr"], expected, rtol=1e-5)
-  config = sweep_unroll.row_config(
+  config = sweep_rows.row_config(
       helpers.tiny_config(learning_rate=1e30, steps=4, checkpoint_every=4),
       "linear", 4, 8)
   images = np.full((2, 4, 4, 3), 0.5, np.float32)
@@ -57,9 +58,22 @@ def test_mean_colour_baseline_and_a_diverging_row(tmp_path):
 def test_reference_side_scales_the_matrices_per_unit_of_the_image():
   config = helpers.tiny_config(matrix_init_scale=0.1,
                                matrix_learning_rate_scale=0.5)
-  row = sweep_unroll.row_config(config, "finola", 64, 8, reference_side=16)
+  row = sweep_rows.row_config(config, "finola", 64, 8, reference_side=16)
   assert (row.stride, row.image_size, row.channels) == (1, 64, 8)
   assert math.isclose(row.matrix_init_scale, 0.025)
   assert math.isclose(row.matrix_learning_rate_scale, 0.125)
-  same = sweep_unroll.row_config(config, "finola", 64, 8)
+  same = sweep_rows.row_config(config, "finola", 64, 8)
   assert (same.matrix_init_scale, same.matrix_learning_rate_scale) == (0.1, 0.5)
+
+
+def test_reference_channels_scales_the_matrices_learning_rate_by_one_over_c():
+  config = helpers.tiny_config(matrix_init_scale=0.1,
+                               matrix_learning_rate_scale=0.5)
+  wide = sweep_rows.row_config(config, "linear", 16, 256,
+                                 reference_channels=128)
+  assert wide.channels == 256
+  assert math.isclose(wide.matrix_learning_rate_scale, 0.25)
+  assert wide.matrix_init_scale == 0.1  # A ~ N(0, scale²/C) already has 1/C.
+  both = sweep_rows.row_config(config, "finola", 64, 64, reference_side=16,
+                                 reference_channels=128)
+  assert math.isclose(both.matrix_learning_rate_scale, 0.5 * 16 / 64 * 128 / 64)

@@ -1,0 +1,86 @@
+"""Tests of experiments/gpu_sweep_check.py on a tiny row, on the CPU."""
+
+import argparse
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import gpu_sweep_check
+from experiments import sweep_rows
+from experiments.configs import reconstruct as reconstruct_config
+from finola_jax.data import preprocessing
+from finola_jax.data import sources
+
+
+def test_it_copies_the_tf_pipelines_recipe():
+  assert gpu_sweep_check.TRAIN_PHOTOS == sources.EMBEDDED_TRAIN_PHOTOS
+  assert (gpu_sweep_check.STORED_SIZE_FACTOR
+          == preprocessing.IN_MEMORY_STORED_SIZE_FACTOR)
+  assert gpu_sweep_check.CROP_AREA_RANGE == preprocessing.CROP_AREA_RANGE
+  assert (gpu_sweep_check.CROP_ASPECT_RATIO_RANGE
+          == preprocessing.CROP_ASPECT_RATIO_RANGE)
+  assert gpu_sweep_check.COLOUR_GAIN_RANGE == preprocessing.COLOUR_GAIN_RANGE
+  for name in ("stereo_motorcycle", "coins"):  # a tuple; a greyscale photo
+    np.testing.assert_array_equal(gpu_sweep_check.photo(name),
+                                  sources.embedded_photo(name))
+
+
+def test_rows_are_scaled_as_the_sweeps():
+  args = argparse.Namespace(
+      batch=16, warmup=50, reference_side=16, reference_channels=128)
+  ours = gpu_sweep_check.row_config(args, "finola", 128, 256, 0.25, 1000)
+  base = reconstruct_config.get_config()
+  base.update(steps=1000, batch_size=16, warmup_steps=50,
+              matrix_learning_rate_scale=0.25)
+  sweeps = sweep_rows.row_config(base, "finola", 128, 256,
+                                 reference_side=16, reference_channels=128)
+  assert ours.to_dict() == sweeps.to_dict()
+
+
+def test_crops_are_images_of_the_stored_photographs():
+  # A canvas whose red channel is the column index: a crop's red values
+  # run monotonically along each row (left to right, or flipped).
+  canvas = np.zeros((1, 40, 60, 3), np.float32)
+  canvas[..., 0] = np.arange(60) / 60
+  make = gpu_sweep_check.make_batch_fn(
+      jax.numpy.asarray(canvas), jax.numpy.array([40.0]),
+      jax.numpy.array([60.0]), batch=6, size=8)
+  images = np.asarray(make(jax.random.PRNGKey(0))["image"])
+  assert images.shape == (1, 6, 8, 8, 3)
+  assert images.min() >= 0 and images.max() <= 1
+  for image in images[0]:
+    channel = image[..., np.argmax(image.max(axis=(0, 1)))]  # the red one
+    steps = np.diff(channel, axis=1)
+    assert np.all(steps >= -1e-6) or np.all(steps <= 1e-6)
+    every_row_alike = np.broadcast_to(channel[:1], channel.shape)
+    np.testing.assert_allclose(channel, every_row_alike, atol=1e-6)
+
+
+def test_a_tiny_row_writes_finite_json(tmp_path, capsys, monkeypatch):
+  # Two small photographs: storing all thirteen compiles a resize for each.
+  monkeypatch.setattr(gpu_sweep_check, "TRAIN_PHOTOS", ("coins", "page"))
+  validation = str(tmp_path / "validation.npz")
+  gpu_sweep_check.main([f"--write_validation={validation}", "--sizes=16"])
+  assert np.load(validation)["val16"].shape == (15, 16, 16, 3)
+  out = tmp_path / "out"
+  gpu_sweep_check.main([str(out), f"--validation={validation}",
+                        "--rows=8:16:finola:0.5:2", "--batch=2", "--warmup=1"])
+  [row] = json.loads((out / "sweep_check.json").read_text())
+  assert (row["decoder"], row["size"], row["channels"]) == ("finola", 16, 8)
+  assert row["finite"] and set(row["psnr"]) == {"0", "2"}, row
+  for key in ("mean_colour_psnr", "max_abs_z_init", "max_abs_z_end",
+              "step_ms", "final_psnr"):
+    assert math.isfinite(row[key]), (key, row)
+  assert math.isclose(row["matrix_lr_scale"], 0.5 * 16 / 16 * 128 / 8)
+  assert json.loads(capsys.readouterr().out.splitlines()[-1]) == row
+
+
+def test_a_size_without_validation_crops_is_refused(tmp_path):
+  validation = str(tmp_path / "validation.npz")
+  np.savez(validation, val16=np.zeros((15, 16, 16, 3), np.uint8))
+  with pytest.raises(SystemExit):
+    gpu_sweep_check.main([str(tmp_path / "out"), f"--validation={validation}",
+                          "--rows=8:32:finola"])
