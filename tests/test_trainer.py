@@ -32,6 +32,10 @@ from finola_jax.train import trainer
 from finola_jax.train import writers
 from tests import helpers
 
+# Tests sharing this module's costly fixtures stay on one pytest-xdist
+# worker (--dist loadgroup), so each fixture is built once.
+pytestmark = pytest.mark.xdist_group("test_trainer")
+
 SIZE = helpers.TINY_MODEL["image_size"]
 # The autoencoder with the fewest layers (no downsampling, no upsampling):
 # the quickest to compile.
@@ -425,10 +429,6 @@ import finola_jax.models.autoencoder, finola_jax.models.masked
 from finola_jax import tasks
 from finola_jax.train import step
 from tests import helpers
-
-# Tests sharing this module's costly fixtures stay on one pytest-xdist
-# worker (--dist loadgroup), so each fixture is built once.
-pytestmark = pytest.mark.xdist_group("test_trainer")
 config = helpers.tiny_config(stride=1, encoder_depth=0)
 task = tasks.create_task(config)
 state = step.create_train_state(task, config)
