@@ -8,7 +8,8 @@ same rows (``sweep_rows.row_config``: stride 1, A and B scaled per side and
 C) with ``train.step``'s pmapped step on the first device, and prints one
 JSON line per row: validation PSNR at several steps against the mean
 colour, max |z| of the validation maps at initialization and at the end,
-whether every logged step was finite, and ms per step.
+whether every logged step was finite, and ms per step (its few evaluations
+included).
 
 Training crops are made in JAX: the embedded training photographs
 (scikit-image) stored with the shorter side 4·S (antialiased), random
@@ -54,6 +55,7 @@ if __package__ in (None, ""):  # Run as a file: the repository root's modules.
 from experiments import sweep_rows
 from experiments.configs import reconstruct as reconstruct_config
 from finola_jax import tasks
+from finola_jax.models import autoencoder
 from finola_jax.tasks import reconstruction
 from finola_jax.train import step as step_lib
 # pylint: enable=g-import-not-at-top
@@ -233,6 +235,9 @@ def parse_rows(text: str, args):
     if not 3 <= len(parts) <= 5:
       raise ValueError(f"Row {spec!r}: expected C:SIDE:DECODER"
                        "[:MATRIX_SCALE[:STEPS]].")
+    if parts[2] not in autoencoder.DECODERS:
+      raise ValueError(f"Row {spec!r}: decoder {parts[2]!r} is not one of "
+                       f"{autoencoder.DECODERS}.")
     rows.append((int(parts[0]), int(parts[1]), parts[2],
                  float(parts[3]) if len(parts) > 3 else args.matrix_scale,
                  int(parts[4]) if len(parts) > 4 else args.steps))
@@ -285,7 +290,10 @@ def main(argv=None):
     return
   if not args.out:
     parser.error("OUT_DIR is required unless --write_validation is given.")
-  rows = parse_rows(args.rows, args)
+  try:
+    rows = parse_rows(args.rows, args)
+  except ValueError as error:
+    parser.error(str(error))
   validation = np.load(args.validation)
   missing = sorted({f"val{size}" for _, size, *_ in rows} - set(validation))
   if missing:

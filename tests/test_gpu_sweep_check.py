@@ -78,9 +78,16 @@ def test_a_tiny_row_writes_finite_json(tmp_path, capsys, monkeypatch):
   assert json.loads(capsys.readouterr().out.splitlines()[-1]) == row
 
 
-def test_a_size_without_validation_crops_is_refused(tmp_path):
+@pytest.mark.parametrize("rows, message", [
+    ("8:32:finola", "has no val32"),
+    ("8:16:qb_heat", "decoder 'qb_heat' is not one of"),
+    ("8:16", "expected C:SIDE:DECODER"),
+])
+def test_bad_rows_are_refused_before_training(tmp_path, capsys, rows, message):
   validation = str(tmp_path / "validation.npz")
   np.savez(validation, val16=np.zeros((15, 16, 16, 3), np.uint8))
   with pytest.raises(SystemExit):
     gpu_sweep_check.main([str(tmp_path / "out"), f"--validation={validation}",
-                          "--rows=8:32:finola"])
+                          f"--rows={rows}"])
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
