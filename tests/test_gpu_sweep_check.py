@@ -13,6 +13,7 @@ from experiments import sweep_rows
 from experiments.configs import reconstruct as reconstruct_config
 from finola_jax.data import preprocessing
 from finola_jax.data import sources
+from tests import helpers
 
 
 def test_it_copies_the_tf_pipelines_recipe():
@@ -60,8 +61,12 @@ def test_crops_are_images_of_the_stored_photographs():
 
 
 def test_a_tiny_row_writes_finite_json(tmp_path, capsys, monkeypatch):
-  # Two small photographs: storing all thirteen compiles a resize for each.
+  # Two small photographs (storing all thirteen compiles a resize for
+  # each) and the tests' tiny encoder and decoder: quicker to compile.
   monkeypatch.setattr(gpu_sweep_check, "TRAIN_PHOTOS", ("coins", "page"))
+  tiny = helpers.tiny_config()
+  monkeypatch.setattr(gpu_sweep_check.reconstruct_config, "get_config",
+                      tiny.copy_and_resolve_references)
   validation = str(tmp_path / "validation.npz")
   gpu_sweep_check.main([f"--write_validation={validation}", "--sizes=16"])
   assert np.load(validation)["val16"].shape == (15, 16, 16, 3)

@@ -21,10 +21,6 @@ from finola_jax.train import run_config
 from tests import helpers
 from tests import test_idx
 
-# Tests sharing this module's costly fixtures stay on one pytest-xdist
-# worker (--dist loadgroup), so each fixture is built once.
-pytestmark = pytest.mark.xdist_group("test_idx_programs")
-
 FASHION_MNIST = os.path.join(helpers.REPO_ROOT, "..", "shared", "data",
                              "fashion_mnist")
 NUM_TRAIN_FILE = 60  # train-*: 50 trained on, 10 held out

@@ -40,10 +40,6 @@ import pytest
 from finola_jax.train import checkpointing
 from tests import helpers
 
-# Tests sharing this module's costly fixtures stay on one pytest-xdist
-# worker (--dist loadgroup), so each fixture is built once.
-pytestmark = pytest.mark.xdist_group("test_multiprocess")
-
 LEARNING_RATE = 2e-3
 TIMEOUT_S = 900  # for all the runs of this file together (a loaded machine)
 TINY_FLAGS = [

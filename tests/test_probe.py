@@ -19,10 +19,6 @@ from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
 from tests import helpers
 
-# Tests sharing this module's costly fixtures stay on one pytest-xdist
-# worker (--dist loadgroup), so each fixture is built once.
-pytestmark = pytest.mark.xdist_group("test_probe")
-
 PRETRAINED_STEP = 7
 FAST = ["--config.steps=30", "--config.batch_size=2"]
 

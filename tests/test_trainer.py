@@ -32,10 +32,6 @@ from finola_jax.train import trainer
 from finola_jax.train import writers
 from tests import helpers
 
-# Tests sharing this module's costly fixtures stay on one pytest-xdist
-# worker (--dist loadgroup), so each fixture is built once.
-pytestmark = pytest.mark.xdist_group("test_trainer")
-
 SIZE = helpers.TINY_MODEL["image_size"]
 # The autoencoder with the fewest layers (no downsampling, no upsampling):
 # the quickest to compile.
