@@ -71,11 +71,10 @@ CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 COLOUR_GAIN_RANGE = (0.7, 1.3)
 PERMUTATIONS = np.array(list(itertools.permutations(range(3))))
 EVAL_AT = (100, 200, 500, 1000, 2000)
-START = time.monotonic()
 
 
 def log(*parts):
-  print(f"[{time.monotonic() - START:6.1f}s]", *parts, flush=True)
+  print(f"[{time.strftime('%H:%M:%S')}]", *parts, flush=True)
 
 
 def photo(name: str) -> np.ndarray:
@@ -158,8 +157,12 @@ def row_config(args, decoder: str, size: int, channels: int,
                                args.reference_side, args.reference_channels)
 
 
-def run_row(args, config, canvas, validation_images):
-  """Trains one row on the first device; returns its JSON row."""
+def run_row(args, config, canvas, validation_images, deadline: float):
+  """Trains one row on the first device; returns its JSON row.
+
+  The row stops early (``stopped_at_step``) at ``deadline``
+  (``time.monotonic()``) or after ``args.row_budget_s`` of training.
+  """
   task = tasks.create_task(config)
   steps = step_lib.ParallelSteps(task, config.seed,
                                  devices=jax.local_devices()[:1])
@@ -205,7 +208,7 @@ def run_row(args, config, canvas, validation_images):
       jax.block_until_ready(metrics)
       row["compile_and_first_step_s"] = round(time.monotonic() - started, 1)
       timed_from = time.monotonic()
-    out_of_time = (time.monotonic() - START > args.budget_s
+    out_of_time = (time.monotonic() > deadline
                    or time.monotonic() - started > args.row_budget_s)
     if i % 100 == 0 or i in eval_at or out_of_time:
       metrics = jax.device_get(metrics)
@@ -279,11 +282,12 @@ def main(argv=None):
   parser.add_argument("--reference_side", type=int, default=16)
   parser.add_argument("--reference_channels", type=int, default=128)
   parser.add_argument("--budget_s", type=float, default=460,
-                      help="No row starts, and a running row stops, after "
-                      "this.")
+                      help="No row starts, and a running row stops, this "
+                      "long after the start.")
   parser.add_argument("--row_budget_s", type=float, default=120,
                       help="A row stops training after this.")
   args = parser.parse_args(argv)
+  deadline = time.monotonic() + args.budget_s
   if args.write_validation:
     write_validation(args.write_validation,
                      [int(s) for s in args.sizes.split(",")])
@@ -305,13 +309,14 @@ def main(argv=None):
   photos = [photo(name) for name in TRAIN_PHOTOS]
   canvases, results = {}, []
   for channels, size, decoder, matrix_scale, steps in rows:
-    if time.monotonic() - START > args.budget_s:
+    if time.monotonic() > deadline:
       log("budget spent: skipping", channels, size, decoder)
       continue
     if size not in canvases:
       canvases[size] = stored_canvas(photos, size)
     config = row_config(args, decoder, size, channels, matrix_scale, steps)
-    row = run_row(args, config, canvases[size], validation[f"val{size}"])
+    row = run_row(args, config, canvases[size], validation[f"val{size}"],
+                  deadline)
     row["device"] = device.device_kind
     results.append(row)
     print(json.dumps(row), flush=True)
