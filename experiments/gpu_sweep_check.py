@@ -298,6 +298,9 @@ def main(argv=None):
     rows = parse_rows(args.rows, args)
   except ValueError as error:
     parser.error(str(error))
+  if not os.path.isfile(args.validation):
+    parser.error(f"--validation={args.validation} is not a file: write it "
+                 "with --write_validation (where TensorFlow is installed).")
   validation = np.load(args.validation)
   missing = sorted({f"val{size}" for _, size, *_ in rows} - set(validation))
   if missing:

@@ -103,3 +103,12 @@ def test_bad_rows_are_refused_before_training(tmp_path, capsys, rows, message):
                           f"--rows={rows}"])
   assert message in capsys.readouterr().err
   assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_validation_file_is_refused(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    gpu_sweep_check.main([str(tmp_path / "out"),
+                          f"--validation={tmp_path / 'none.npz'}",
+                          "--rows=8:16:finola"])
+  assert "is not a file: write it with --write_validation" in (
+      capsys.readouterr().err)
