@@ -56,7 +56,6 @@ from experiments import sweep_rows
 from experiments.configs import reconstruct as reconstruct_config
 from finola_jax import tasks
 from finola_jax.models import autoencoder
-from finola_jax.tasks import reconstruction
 from finola_jax.train import step as step_lib
 # pylint: enable=g-import-not-at-top
 
@@ -173,24 +172,15 @@ def run_row(args, config, canvas, validation_images, deadline: float):
   eval_batch = {"image": images[None], "index": jnp.arange(count)[None],
                 "mask": jnp.ones((1, count), jnp.float32)}
 
-  @jax.jit
-  def max_abs_map(params):
-    feature_map = task.model.apply(
-        {"params": params}, images,
-        method=lambda m, x: m.feature_map(m.encode(x)))
-    return jnp.max(jnp.abs(feature_map))
-
   def evaluate():
     sums = jax.device_get(steps.eval(state.params, eval_batch))
     return round(float(sums["psnr"][0] / sums["count"][0]), 2)
 
   def max_abs_z():
-    return float(max_abs_map(jax.tree_util.tree_map(lambda x: x[0],
-                                                    state.params)))
+    return sweep_rows.max_abs_map(
+        config, jax.tree_util.tree_map(lambda x: x[0], state.params), images)
 
-  mean = jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
-  mean_colour = float(jnp.mean(
-      reconstruction.image_quality(mean, images)["psnr"]))
+  mean_colour = sweep_rows.mean_colour_scores(np.asarray(images))["psnr"]
   row = dict(decoder=config.decoder, size=config.image_size,
              channels=config.channels, steps=config.steps,
              batch=config.batch_size,

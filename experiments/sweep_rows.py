@@ -1,6 +1,6 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""One row of the unroll-length sweep: its config (no TensorFlow needed).
+"""One row of the unroll-length sweep: its config and measures (no TensorFlow).
 
 Shared by ``experiments/sweep_unroll.py`` and, on accelerator images without
 TensorFlow, ``experiments/gpu_sweep_check.py``.
@@ -8,7 +8,15 @@ TensorFlow, ``experiments/gpu_sweep_check.py``.
 
 from __future__ import annotations
 
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+
+from finola_jax.models import autoencoder
+from finola_jax.tasks import reconstruction
 
 
 def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
@@ -30,3 +38,26 @@ def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
   if reference_channels is not None:
     config.matrix_learning_rate_scale *= reference_channels / channels
   return config
+
+
+def mean_colour_scores(images: np.ndarray) -> Dict[str, float]:
+  """PSNR/SSIM of predicting each ``[N, S, S, 3]`` image by its mean colour."""
+  prediction = np.broadcast_to(images.mean(axis=(1, 2), keepdims=True),
+                               images.shape)
+  quality = jax.jit(reconstruction.image_quality)(jnp.asarray(prediction),
+                                                  jnp.asarray(images))
+  return {k: float(jnp.mean(v)) for k, v in quality.items()}
+
+
+def max_abs_map(config: ml_collections.ConfigDict, params,
+                images: np.ndarray) -> float:
+  """``max |z|`` over the feature maps of ``images`` (NaN/Inf propagate)."""
+  model = autoencoder.Autoencoder(ml_collections.FrozenConfigDict(config))
+
+  @jax.jit
+  def largest(params, images):
+    feature_map = model.apply({"params": params}, images,
+                              method=lambda m, x: m.feature_map(m.encode(x)))
+    return jnp.max(jnp.abs(feature_map))
+
+  return float(largest(params, jnp.asarray(images)))

@@ -43,7 +43,6 @@ import time
 from typing import Any, Dict, List, Sequence
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
@@ -57,8 +56,6 @@ from experiments import reconstruct
 from experiments import sweep_rows
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
-from finola_jax.models import autoencoder
-from finola_jax.tasks import reconstruction
 from finola_jax.train import checkpointing
 from finola_jax.train import launch
 from finola_jax.train import run_config
@@ -115,29 +112,6 @@ def images_of(batches) -> np.ndarray:
                          for b in batches])
 
 
-def mean_colour_scores(images: np.ndarray) -> Dict[str, float]:
-  """PSNR/SSIM of predicting each ``[N, S, S, 3]`` image by its mean colour."""
-  prediction = np.broadcast_to(images.mean(axis=(1, 2), keepdims=True),
-                               images.shape)
-  quality = jax.jit(reconstruction.image_quality)(jnp.asarray(prediction),
-                                                  jnp.asarray(images))
-  return {k: float(jnp.mean(v)) for k, v in quality.items()}
-
-
-def max_abs_map(config: ml_collections.ConfigDict, params,
-                images: np.ndarray) -> float:
-  """``max |z|`` over the feature maps of ``images`` (NaN/Inf propagate)."""
-  model = autoencoder.Autoencoder(ml_collections.FrozenConfigDict(config))
-
-  @jax.jit
-  def largest(params, images):
-    feature_map = model.apply({"params": params}, images,
-                              method=lambda m, x: m.feature_map(m.encode(x)))
-    return jnp.max(jnp.abs(feature_map))
-
-  return float(largest(params, jnp.asarray(images)))
-
-
 def parameter_counts(params) -> Dict[str, int]:
   """Map-making (A and B, or the dense layer), upsampler and total counts."""
   return {"map_params": ablation.parameter_count(
@@ -184,7 +158,7 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
     held_out = trainer.evaluate_directory(config, workdir, eval_dir)
   try:
     step, params = checkpointing.restore_latest_params(workdir)
-    max_abs_z_end = max_abs_map(config, params, validation_images)
+    max_abs_z_end = sweep_rows.max_abs_map(config, params, validation_images)
   except FileNotFoundError:  # Stopped before its first checkpoint.
     step, params, max_abs_z_end = 0, initial, math.nan
   return dict(
@@ -194,7 +168,8 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
       val_psnr=validation["psnr"], val_ssim=validation["ssim"],
       kodak_psnr=held_out.get("psnr", math.nan),
       kodak_ssim=held_out.get("ssim", math.nan),
-      max_abs_z_init=max_abs_map(config, initial, validation_images),
+      max_abs_z_init=sweep_rows.max_abs_map(config, initial,
+                                            validation_images),
       max_abs_z_end=max_abs_z_end,
       wall_s=round(time.time() - start, 1), **parameter_counts(params))
 
@@ -219,9 +194,9 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
   for size in sizes:
     validation[size] = images_of(trainer.validation_batches_fn(
         sweep_rows.row_config(config, decoders[0], size, channels[0]))())
-    baseline = {"val": mean_colour_scores(validation[size])}
+    baseline = {"val": sweep_rows.mean_colour_scores(validation[size])}
     if eval_dir is not None:
-      baseline["kodak"] = mean_colour_scores(images_of(
+      baseline["kodak"] = sweep_rows.mean_colour_scores(images_of(
           input_pipeline.create_directory_eval_iterator(
               eval_dir, image_size=size, global_batch_size=config.batch_size)))
     result["mean_colour"][str(size)] = baseline

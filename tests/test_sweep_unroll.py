@@ -44,7 +44,7 @@ def test_mean_colour_baseline_and_a_diverging_row(tmp_path):
   error = images - images.mean(axis=(1, 2), keepdims=True)
   expected = np.mean(-10 * np.log10(np.mean(error**2, axis=(1, 2, 3))))
   np.testing.assert_allclose(
-      sweep_unroll.mean_colour_scores(images)["psnr"], expected, rtol=1e-5)
+      sweep_rows.mean_colour_scores(images)["psnr"], expected, rtol=1e-5)
   config = sweep_rows.row_config(
       helpers.tiny_config(learning_rate=1e30, steps=4, checkpoint_every=4),
       "linear", 4, 8)
