@@ -17,7 +17,9 @@ Each phase runs on a backend (``walk_xla``: ``jax.lax.scan`` loops;
 ``walk_kernel``: a Pallas GPU kernel) that also provides its backward, which
 reads every state back from the finished map: reverse mode saves nothing but
 the map. Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not
-supported; reverse mode (``jax.grad``, ``jax.vjp``) is, to any order.
+supported; reverse mode (``jax.grad``, ``jax.vjp``) is, to any order and in
+every dtype (the Pallas kernel's phases are differentiated, beyond the
+first order, as the XLA phases that compute the same function).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ import math
 from typing import NamedTuple, Optional, Tuple, Union
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from finola_jax import numerics
 from finola_jax import walk_xla
 
 Array = jax.Array
@@ -61,10 +63,7 @@ def normalize(z: ArrayLike, eps: float = 1e-6) -> Array:
   _check_floating("z", z)
   if z.ndim < 1:
     raise ValueError(f"z must have a channel axis, got a scalar of shape {z.shape}.")
-  mean = jnp.mean(z, axis=-1, keepdims=True)
-  centred = z - mean
-  var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-  return centred * jax.lax.rsqrt(var + jnp.asarray(eps, z.dtype))
+  return numerics.normalize(z, eps)
 
 
 # --------------------------------------------------------------------------
@@ -147,31 +146,41 @@ def _check_implementation(implementation: str) -> None:
                      f"one of {IMPLEMENTATIONS}.")
 
 
-def _on_cuda_gpu() -> bool:
-  """Whether the default backend is a CUDA GPU (not ROCm, TPU or CPU)."""
-  backend = jax.extend.backend.get_backend()
-  return backend.platform == "gpu" and "cuda" in backend.platform_version
+def _device_platform(device) -> str:
+  """The lowering platform name of ``device``: ``"cuda"``, ``"rocm"``, ..."""
+  if device.platform == "gpu":
+    return "cuda" if "cuda" in device.client.platform_version else "rocm"
+  return device.platform
 
 
 def select_implementation(implementation: str, dtype, channels: int,
-                          canvas_elements: int) -> Tuple[str, bool]:
-  """``(backend, interpret)`` the walks use, decided at trace time.
+                          canvas_elements: int, *,
+                          platform: Optional[str] = None
+                          ) -> Tuple[str, bool]:
+  """``(backend, interpret)`` the walks use when lowered for ``platform``.
 
   ``"auto"`` takes the Pallas kernel on a CUDA GPU for 16-bit maps where it
   supports the channel count and canvas size, else the XLA scans: on an
   H100 the kernel ran bfloat16 walks 1.5–2.2× faster than the scans, and
   float32 walks 1.5× slower (README, "Benchmarks"). ``"pallas"``
   off a CUDA GPU runs the kernel in interpret mode (slow; for testing).
+  The walks make this choice per lowering platform
+  (``jax.lax.platform_dependent``), so a computation lowered for another
+  platform than the default backend gets that platform's backend.
 
   Args:
     implementation: ``"auto"``, ``"xla"`` or ``"pallas"``.
     dtype: the map's dtype.
     channels: ``C``.
     canvas_elements: elements of the largest canvas (the map).
+    platform: a lowering platform (``"cpu"``, ``"cuda"``, ``"rocm"``,
+      ``"tpu"``); the default device's when None.
   """
+  if platform is None:
+    platform = _device_platform(jax.devices()[0])
   if implementation == "xla":
     return "xla", False
-  on_cuda = _on_cuda_gpu()
+  on_cuda = platform == "cuda"
   if implementation == "pallas":
     return "pallas", not on_cuda
   if on_cuda and jnp.dtype(dtype).itemsize == 2 and _walk_kernel(
@@ -199,7 +208,9 @@ class _Plan(NamedTuple):
   """Static description of one path (hashable: a ``custom_vjp`` argument).
 
   ``phases``: ``(axis, num_back, num_forward)`` in walk order, phases with
-  no steps left out; ``extents``: ``(up, down, left, right)``; ``scale``:
+  no steps left out; ``extents``: ``(up, down, left, right)``;
+  ``backends``: ``(backend, interpret)`` lowered for CUDA and elsewhere (see
+  :func:`select_implementation`); ``scale``:
   the path's output is ``scale ×`` its map (``average`` sums two paths at
   0.5, so no halved cotangent map is ever made).
   """
@@ -208,8 +219,7 @@ class _Plan(NamedTuple):
   eps: float
   normalized: bool
   precision: Optional[jax.lax.Precision]
-  backend: str
-  interpret: bool
+  backends: Tuple[Tuple[str, bool], Tuple[str, bool]]
   scale: float
 
 
@@ -228,18 +238,44 @@ def _from_canonical(y: Array, axis: int, batch: int) -> Array:
   return y.reshape(batch, walkers // batch, length, channels)
 
 
-def _phase_kwargs(plan: _Plan, num_back: int, num_forward: int) -> dict:
-  kwargs = dict(num_back=num_back, num_forward=num_forward, eps=plan.eps,
-                normalized=plan.normalized, precision=plan.precision)
-  if plan.backend == "pallas":
-    kwargs["interpret"] = plan.interpret
-  return kwargs
+_XLA = ("xla", False)
 
 
-def _grow_functions(plan: _Plan):
-  """``(grow_forward, grow_backward)`` of the plan's backend."""
-  module = walk_xla if plan.backend == "xla" else _walk_kernel()
-  return module.grow_forward, module.grow_backward
+def _grow(plan: _Plan, function: str, num_back: int, num_forward: int,
+          *args):
+  """``grow_forward`` or ``grow_backward`` of one phase on the plan's backend.
+
+  When CUDA and the other platforms use different backends, the choice is
+  staged out per lowering platform. The kernel has no derivatives of its
+  own: a phase that may run it is differentiated (higher orders of reverse
+  mode differentiate the backward) as the XLA phase, which computes the
+  same function.
+  """
+  def on(backend_and_interpret):
+    backend, interpret = backend_and_interpret
+    kwargs = dict(num_back=num_back, num_forward=num_forward, eps=plan.eps,
+                  normalized=plan.normalized, precision=plan.precision)
+    if backend == "pallas":
+      kwargs["interpret"] = interpret
+    module = walk_xla if backend == "xla" else _walk_kernel()
+    return functools.partial(getattr(module, function), **kwargs)
+
+  on_cuda, elsewhere = plan.backends
+  if on_cuda == elsewhere == _XLA:
+    return on(_XLA)(*args)
+
+  @jax.custom_jvp
+  def grow(*grow_args):
+    if on_cuda == elsewhere:
+      return on(elsewhere)(*grow_args)
+    return jax.lax.platform_dependent(*grow_args, cuda=on(on_cuda),
+                                      default=on(elsewhere))
+
+  @grow.defjvp
+  def grow_jvp(primals, tangents):
+    return jax.jvp(on(_XLA), primals, tangents)
+
+  return grow(*args)
 
 
 def _regions(plan: _Plan, rows: int, cols: int):
@@ -259,12 +295,11 @@ def _regions(plan: _Plan, rows: int, cols: int):
 def _path_forward(block: Array, A_t: Array, B_t: Array, step: Array,
                   plan: _Plan) -> Array:
   """The unscaled ``[P, H, W, C]`` map grown from ``block`` ``[P, h, w, C]``."""
-  grow_forward, _ = _grow_functions(plan)
   x = block
   for axis, num_back, num_forward in plan.phases:
     matrix_t = B_t if axis == _VERTICAL else A_t
-    canvas = grow_forward(_canonical(x, axis), matrix_t, step,
-                          **_phase_kwargs(plan, num_back, num_forward))
+    canvas = _grow(plan, "grow_forward", num_back, num_forward,
+                   _canonical(x, axis), matrix_t, step)
     x = _from_canonical(canvas, axis, block.shape[0])
   return x
 
@@ -294,7 +329,6 @@ def _walk_path_bwd(plan, residuals, cotangent):
   array. The scale is applied to the small results, not to the cotangent.
   """
   feature_map, A_t, B_t, step = residuals
-  _, grow_backward = _grow_functions(plan)
   batch = feature_map.shape[0]
   grads = {_VERTICAL: jnp.zeros_like(B_t), _HORIZONTAL: jnp.zeros_like(A_t)}
   d_step = jnp.zeros_like(step)
@@ -306,9 +340,9 @@ def _walk_path_bwd(plan, residuals, cotangent):
       reversed(plan.phases), reversed(regions)):
     canvas = feature_map[:, row_slice, col_slice]
     matrix_t = B_t if axis == _VERTICAL else A_t
-    d_block, d_matrix_t, d_phase_step = grow_backward(
-        _canonical(canvas, axis), _canonical(cotangent, axis), matrix_t, step,
-        **_phase_kwargs(plan, num_back, num_forward))
+    d_block, d_matrix_t, d_phase_step = _grow(
+        plan, "grow_backward", num_back, num_forward, _canonical(canvas, axis),
+        _canonical(cotangent, axis), matrix_t, step)
     cotangent = _from_canonical(d_block, axis, batch)
     grads[axis] = grads[axis] + d_matrix_t
     d_step = d_step + d_phase_step
@@ -332,9 +366,10 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   up, down, left, right = extents
   batch_shape, (h, w, channels) = block.shape[:-3], block.shape[-3:]
   height, width = up + h + down, left + w + right
-  backend, interpret = select_implementation(
+  backends = tuple(select_implementation(
       implementation, block.dtype, channels,
-      math.prod(batch_shape) * height * width * channels)
+      math.prod(batch_shape) * height * width * channels, platform=platform)
+                   for platform in ("cuda", "cpu"))
   vertical = ((_VERTICAL, up, down),) if up or down else ()
   horizontal = ((_HORIZONTAL, left, right),) if left or right else ()
   orders = {"vertical_first": [vertical + horizontal],
@@ -346,7 +381,7 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   block = block.reshape((-1, h, w, channels))
   maps = [_walk_path(block, A_t, B_t, step, _Plan(
       phases, tuple(extents), float(eps), bool(normalized), precision,
-      backend, interpret, 1.0 / len(orders))) for phases in orders]
+      backends, 1.0 / len(orders))) for phases in orders]
   feature_map = maps[0] if len(maps) == 1 else maps[0] + maps[1]
   return feature_map.reshape(batch_shape + feature_map.shape[1:])
 

@@ -28,7 +28,9 @@ Dtypes: the canvas, block and ``matrix_t`` share the output dtype ``D``; the
 walkers' states are carried in ``K = promote(D, float32)`` and cast to ``D``
 when written; every matmul multiplies ``D`` operands and accumulates in
 ``K``. In bfloat16 the backward re-reads states rounded to bfloat16, so it
-differs from autodiff of the float32 carry by bfloat16 rounding.
+differs from autodiff of the float32 carry by bfloat16 rounding. Both
+functions follow :mod:`finola_jax.numerics`' storage view: lowered for CPU,
+16-bit canvases are sliced and updated as ``uint16``.
 
 Walks in opposite directions share one loop step (one matmul) while both
 have steps left; the longer one then goes on alone.
@@ -36,10 +38,13 @@ have steps left; the longer one then goes on alone.
 
 from __future__ import annotations
 
+import functools
 from typing import List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+
+from finola_jax import numerics
 
 Array = jax.Array
 
@@ -114,15 +119,6 @@ def _signs(directions, lanes: int, dtype) -> Array:
                   dtype)
 
 
-def _centred(z: Array, eps: float) -> Tuple[Array, Array]:
-  """``(z − μ, r)`` of rows ``z`` ``[R, C]``: ``ẑ = (z − μ)·r`` with
-  ``r = rsqrt(var + eps)`` (population variance over ``C``, two passes)."""
-  centred = z - jnp.mean(z, axis=-1, keepdims=True)
-  r = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) +
-                    jnp.asarray(eps, z.dtype))
-  return centred, r
-
-
 def _matmul(x: Array, matrix_t: Array, precision, carry) -> Array:
   """``x @ matrix_t`` over the last axis: ``D`` operands, ``K`` result."""
   return jax.lax.dot_general(
@@ -135,7 +131,7 @@ def _increment(z: Array, matrix_t: Array, eps: float, normalized: bool,
   """``n(z) @ matrix_t`` for rows ``z`` ``[R, C]`` in ``carry``."""
   if not normalized:
     return _matmul(z, matrix_t, precision, carry)
-  centred, r = _centred(z, eps)
+  centred, r = numerics.normalize_parts(z, eps)
   if matrix_t.dtype != carry:
     # 16-bit maps: the matmul multiplies ẑ cast to D (as the kernel does).
     return _matmul(centred * r, matrix_t, precision, carry)
@@ -149,41 +145,6 @@ def _matmul_transposed(x: Array, matrix_t: Array, precision, carry) -> Array:
   return jax.lax.dot_general(
       x.astype(matrix_t.dtype), matrix_t, (((x.ndim - 1,), (1,)), ((), ())),
       precision=precision, preferred_element_type=carry)
-
-
-# On CPU, 16-bit canvases are sliced and updated as uint16 ("storage"): XLA's
-# CPU backend has no bfloat16/float16 dynamic-slice or dynamic-update-slice
-# and converts their operand to float32, which makes every forward write pass
-# over the whole canvas and lets the backward hoist float32 copies of canvas
-# and cotangent out of its loop (4× the map's bytes). GPUs slice and update
-# 16-bit floats in place, so there the canvas stays in its dtype.
-
-
-def _stores_bits(dtype) -> bool:
-  return jnp.dtype(dtype).itemsize == 2 and jax.default_backend() == "cpu"
-
-
-@jax.custom_jvp
-def _bits16(x: Array) -> Array:
-  return jax.lax.bitcast_convert_type(x, jnp.uint16)
-
-
-@_bits16.defjvp
-def _bits16_jvp(primals, tangents):
-  # Autodiff through the integer view would silently give zero.
-  del primals, tangents
-  raise NotImplementedError(
-      "finola_jax: on CPU, bfloat16/float16 walks support reverse-mode "
-      "derivatives of first order only; use float32 or float64 for higher "
-      "orders.")
-
-
-def _to_storage(x: Array) -> Array:
-  return _bits16(x) if _stores_bits(x.dtype) else x
-
-
-def _from_storage(x: Array, dtype) -> Array:
-  return jax.lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
 
 
 # Inside this module a canvas with Q = 1 is [P, L, C] (a free reshape): XLA
@@ -200,7 +161,7 @@ def _flat(canvas: Array) -> Array:
 def _read_lines(stored: Array, lines, dtype, carry, channels: int) -> Array:
   """``[k·P·Q, C]`` rows in ``carry``: lines ``lines[j]`` of a stored canvas."""
   return jnp.concatenate([
-      _from_storage(jax.lax.dynamic_index_in_dim(stored, line, axis=1,
+      numerics.from_storage(jax.lax.dynamic_index_in_dim(stored, line, axis=1,
                                                  keepdims=False),
                     dtype).astype(carry).reshape(-1, channels)
       for line in lines])
@@ -236,10 +197,20 @@ def grow_forward(block: Array, matrix_t: Array, step: Array, *,
     leaving line ``j`` writes ``z ± s·n(z) @ matrix_t`` to the next line
     away from the block.
   """
+  return numerics.with_storage_view(
+      functools.partial(_grow_forward, num_back=num_back,
+                        num_forward=num_forward, eps=eps,
+                        normalized=normalized, precision=precision),
+      block.dtype, block, matrix_t, step)
+
+
+def _grow_forward(block: Array, matrix_t: Array, step: Array, *,
+                  num_back: int, num_forward: int, eps: float,
+                  normalized: bool, precision, view: bool) -> Array:
   walkers, h, positions, channels = block.shape
   lanes = walkers * positions  # walkers in each direction
   dtype, carry = block.dtype, carry_dtype(block.dtype)
-  canvas = _to_storage(_flat(block))
+  canvas = numerics.to_storage(_flat(block), view)
   canvas = jnp.pad(canvas, ((0, 0), (num_back, num_forward)) +
                    ((0, 0),) * (canvas.ndim - 2))
   line_shape = canvas.shape[:1] + canvas.shape[2:]
@@ -262,7 +233,7 @@ def grow_forward(block: Array, matrix_t: Array, step: Array, *,
       for j, direction in enumerate(segment.directions):
         line = z[j * lanes:(j + 1) * lanes].astype(dtype).reshape(line_shape)
         canvas = jax.lax.dynamic_update_index_in_dim(
-            canvas, _to_storage(line),
+            canvas, numerics.to_storage(line, view),
             _state_line(direction, walked[j], num_back, h), axis=1)
       return (z, canvas), None
 
@@ -271,7 +242,7 @@ def grow_forward(block: Array, matrix_t: Array, step: Array, *,
         body, (z, canvas), jnp.arange(segment.first, segment.last + 1))
     states.update((d, z[j * lanes:(j + 1) * lanes])
                   for j, d in enumerate(segment.directions))
-  return _from_storage(canvas, dtype).reshape(
+  return numerics.from_storage(canvas, dtype).reshape(
       walkers, num_back + h + num_forward, positions, channels)
 
 
@@ -302,11 +273,22 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   Returns:
     ``(d_block [P, h, Q, C] in D, d_matrix_t [C, C] in D, d_step in K)``.
   """
+  return numerics.with_storage_view(
+      functools.partial(_grow_backward, num_back=num_back,
+                        num_forward=num_forward, eps=eps,
+                        normalized=normalized, precision=precision),
+      canvas.dtype, canvas, cotangent, matrix_t, step)
+
+
+def _grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
+                   step: Array, *, num_back: int, num_forward: int,
+                   eps: float, normalized: bool, precision, view: bool
+                   ) -> Tuple[Array, Array, Array]:
   num_walkers, length, positions, channels = canvas.shape
   h = length - num_back - num_forward
   dtype, carry = canvas.dtype, carry_dtype(canvas.dtype)
-  stored_canvas = _to_storage(_flat(canvas))
-  stored_cotangent = _to_storage(_flat(cotangent))
+  stored_canvas = numerics.to_storage(_flat(canvas), view)
+  stored_cotangent = numerics.to_storage(_flat(cotangent), view)
   lanes = num_walkers * positions
   # g[d]: cotangent reaching the walkers' current state from later steps,
   # without the state's own cotangent line (added when the state is left).
@@ -318,7 +300,8 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   # The last loop (the first steps) also reads the cotangent of each state
   # it leaves; after step 1 that is the block's edge line. Reading it there
   # keeps 16-bit cotangents on CPU from being read outside the loops (see
-  # _to_storage), which would cost a copy of the whole cotangent.
+  # numerics: the storage view), which would cost a copy of the whole
+  # cotangent.
   block_edges = None
   for segment in reversed(segments):
     signs = _signs(segment.directions, lanes, carry)
@@ -341,7 +324,7 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
         edges = _read_lines(stored_cotangent, left, dtype, carry, channels)
       u = _matmul_transposed(grad, matrix_t, precision, carry)
       if normalized:
-        centred, r = _centred(z_prev, eps)
+        centred, r = numerics.normalize_parts(z_prev, eps)
         n = centred * r
         u = r * (u - jnp.mean(u, axis=-1, keepdims=True) -
                  n * jnp.mean(u * n, axis=-1, keepdims=True))
@@ -366,11 +349,12 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
 
   # d_block: the block's own cotangent lines, plus G₀ of the backward
   # walkers on the first and of the forward walkers on the last (one
-  # concatenation of lines, which XLA fuses; a padded G₀ was materialized).
+  # concatenation of lines, which XLA fuses; a padded G₀ would be
+  # materialized).
   def block_lines(first, last):
     lines = jax.lax.slice_in_dim(stored_cotangent, num_back + first,
                                  num_back + last, axis=1)
-    return _from_storage(lines, dtype).astype(carry).reshape(
+    return numerics.from_storage(lines, dtype).astype(carry).reshape(
         num_walkers, last - first, positions, channels)
 
   def edge_line(direction, index):

@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from finola_jax import numerics
+
 Dtype = Any
 
 
@@ -116,8 +118,8 @@ def decode_in_chunks(upsampler: Upsampler, feature_map, chunk: int):
   the batch after another and saves nothing for the backward pass, whose
   loop recomputes each chunk's decoder and takes its vector-Jacobian
   product: one chunk's activations are alive at a time, for one more
-  decoder forward pass. Values and gradients are those of
-  ``upsampler(feature_map)``; the parameters keep their names.
+  decoder forward pass. Values and derivatives (reverse mode, any order)
+  are those of ``upsampler(feature_map)``; the parameters keep their names.
 
   Args:
     upsampler: the decoder, a submodule of the caller.
@@ -136,29 +138,28 @@ def decode_in_chunks(upsampler: Upsampler, feature_map, chunk: int):
   return _decode_chunks(unbound.apply, size, upsampler.variables, feature_map)
 
 
-def _to_storage(x):
-  # 16-bit maps cross the loops as uint16: XLA's CPU backend has no 16-bit
-  # float dynamic-slice, and converted the whole map to float32 outside the
-  # loop (two float32 copies of the map) to slice it.
-  return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
-
-
-def _from_storage(x, dtype):
-  return jax.lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
-
-
 def _in_chunks(x, size):
   return x.reshape((x.shape[0] // size, size) + x.shape[1:])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _decode_chunks(apply, size, variables, feature_map):
-  """``apply(variables, feature_map)`` in a loop over chunks of ``size``."""
-  def decode(carry, chunk_map):
-    return carry, apply(variables, _from_storage(chunk_map, feature_map.dtype))
+  """``apply(variables, feature_map)`` in a loop over chunks of ``size``.
 
-  _, pixels = jax.lax.scan(decode, None,
-                           _in_chunks(_to_storage(feature_map), size))
+  The map crosses the loops in :mod:`finola_jax.numerics`' storage view.
+  """
+  return numerics.with_storage_view(
+      functools.partial(_decode_loop, apply, size), feature_map.dtype,
+      variables, feature_map)
+
+
+def _decode_loop(apply, size, variables, feature_map, *, view):
+  def decode(carry, chunk_map):
+    return carry, apply(variables,
+                        numerics.from_storage(chunk_map, feature_map.dtype))
+
+  _, pixels = jax.lax.scan(
+      decode, None, _in_chunks(numerics.to_storage(feature_map, view), size))
   return pixels.reshape((feature_map.shape[0],) + pixels.shape[2:])
 
 
@@ -169,21 +170,27 @@ def _decode_chunks_forward(apply, size, variables, feature_map):
 
 def _decode_chunks_backward(apply, size, residuals, cotangent):
   variables, feature_map = residuals
+  return numerics.with_storage_view(
+      functools.partial(_decode_backward_loop, apply, size),
+      feature_map.dtype, variables, feature_map, cotangent)
 
+
+def _decode_backward_loop(apply, size, variables, feature_map, cotangent, *,
+                          view):
   def backward(d_variables, chunk):
     chunk_map, chunk_cotangent = chunk
     _, vjp = jax.vjp(apply, variables,
-                     _from_storage(chunk_map, feature_map.dtype))
+                     numerics.from_storage(chunk_map, feature_map.dtype))
     d_chunk_variables, d_chunk_map = vjp(chunk_cotangent)
     return (jax.tree_util.tree_map(jnp.add, d_variables, d_chunk_variables),
-            _to_storage(d_chunk_map))
+            numerics.to_storage(d_chunk_map, view))
 
   d_variables, d_map = jax.lax.scan(
       backward, jax.tree_util.tree_map(jnp.zeros_like, variables),
-      (_in_chunks(_to_storage(feature_map), size),
+      (_in_chunks(numerics.to_storage(feature_map, view), size),
        _in_chunks(cotangent, size)), reverse=True)
-  return d_variables, _from_storage(d_map.reshape(feature_map.shape),
-                                    feature_map.dtype)
+  return d_variables, numerics.from_storage(d_map.reshape(feature_map.shape),
+                                            feature_map.dtype)
 
 
 _decode_chunks.defvjp(_decode_chunks_forward, _decode_chunks_backward)
