@@ -43,8 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Numerics. precision: compute dtype of convolutions and the unroll
   # ("float32" or "bfloat16"; parameters and the unroll's state stay float32).
   config.precision = "float32"
-  # Matmul precision of the unroll: None (JAX's default), "default", "high"
-  # or "highest".
+  # Matmul precision of the unroll: None (JAX's default) or a name in
+  # finola_jax.core.PRECISION_NAMES ("default", "high", "highest", ...).
   config.matmul_precision = config_dict.placeholder(str)
   config.unroll_implementation = "auto"
   # Memory: decode this many examples at a time, recomputing the decoder in

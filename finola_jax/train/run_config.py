@@ -18,15 +18,17 @@ import jax
 import ml_collections
 from etils import epath
 
+from finola_jax import core
+
 # Keys a resumed run (or --eval_only) may change.
 RUNTIME_KEYS = frozenset({
     "checkpoint_every", "data_dir", "decoder_chunk", "eval_every",
     "keep_checkpoints", "log_every", "num_images", "unroll_implementation",
 })
 PRECISIONS = ("float32", "bfloat16")
-MATMUL_PRECISIONS = (None, "default", "high", "highest")
-UNROLL_IMPLEMENTATIONS = ("auto", "xla", "pallas")
-PATHS = ("vertical_first", "horizontal_first", "average")
+MATMUL_PRECISIONS = (None,) + core.PRECISION_NAMES
+UNROLL_IMPLEMENTATIONS = core.IMPLEMENTATIONS
+PATHS = core.PATHS
 CONFIG_FILE = "config.json"
 
 
