@@ -2,9 +2,9 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 """Tests for finola_jax.walk_kernel (Pallas interpret mode on the CPU).
 
-The reference is independent of the kernels: a float64 numpy loop for the
-forward canvas, and ``jax.vjp`` of a plain ``jnp`` loop (float64) for the three
-gradients. Each case runs ``grow_forward`` and ``grow_backward`` once; the
+The reference is ``tests/reference.py``'s ``grow``, independent of the
+kernels: its float64 numpy loop for the forward canvas, and ``jax.vjp`` of the
+same loop in ``jnp`` (float64) for the three gradients. Each case runs ``grow_forward`` and ``grow_backward`` once; the
 cases together cover ragged lane counts, ``h > 1`` blocks, ``num_back = 0``
 and ``num_forward = 0``, ``Q > 1``, normalized and not, float32, bfloat16
 and float16, several column tiles per program, the two-phase forward and the
@@ -19,7 +19,7 @@ Interpret mode compiles a large XLA program per kernel, so the programs are
 compiled with XLA's backend optimizations off. ``CudaLoweringTest`` lowers
 the kernels through Pallas → Triton IR for CUDA, which runs without a GPU on
 jax 0.10 (Triton's PTX compile needs one): the default configurations of
-every benchmark phase, the candidates ``experiments/gpu_kernel_check.py``
+every benchmark phase, the candidates ``tools/gpu_kernel_check.py``
 times at the largest shape, and the variants (two-phase and single-phase
 forward, no column splits, HIGH/HIGHEST float32, no normalization).
 """
@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from finola_jax import walk_kernel as wk
+from tests import reference
 
 EPS = 1e-6
 FAST_COMPILE = {"xla_backend_optimization_level": 0,
@@ -47,61 +48,6 @@ def _run(fn, *args):
   compiled = jax.jit(fn).trace(*args).lower().compile(
       compiler_options=FAST_COMPILE)
   return compiled(*args)
-
-
-# --------------------------------------------------------------------------
-# Independent references.
-
-
-def ref_normalize(z, eps=EPS):
-  mean = z.mean(-1, keepdims=True)
-  var = ((z - mean) ** 2).mean(-1, keepdims=True)
-  return (z - mean) / np.sqrt(var + eps)
-
-
-def ref_grow_numpy(block, matrix_t, step, num_back, num_forward, normalized):
-  """float64 canvas ``[P, nb + h + nf, Q, C]``, one line per step."""
-  block = np.asarray(block, np.float64)
-  matrix_t = np.asarray(matrix_t, np.float64)
-  num_p, height, num_q, channels = block.shape
-  out = np.full((num_p, num_back + height + num_forward, num_q, channels),
-                np.nan)
-  out[:, num_back:num_back + height] = block
-  n = ref_normalize if normalized else (lambda z: z)
-  z = block[:, 0]
-  for i in range(1, num_back + 1):
-    z = z - step * n(z) @ matrix_t
-    out[:, num_back - i] = z
-  z = block[:, height - 1]
-  for i in range(1, num_forward + 1):
-    z = z + step * n(z) @ matrix_t
-    out[:, num_back + height - 1 + i] = z
-  return out
-
-
-def ref_grow_jnp(block, matrix_t, step, num_back, num_forward, normalized):
-  """The same walk in ``jnp`` (for ``jax.vjp``), lines stacked at the end."""
-  height = block.shape[1]
-
-  def n(z):
-    if not normalized:
-      return z
-    mean = jnp.mean(z, -1, keepdims=True)
-    var = jnp.mean((z - mean) ** 2, -1, keepdims=True)
-    return (z - mean) / jnp.sqrt(var + EPS)
-
-  lines = [None] * (num_back + height + num_forward)
-  for line in range(height):
-    lines[num_back + line] = block[:, line]
-  z = block[:, 0]
-  for i in range(1, num_back + 1):
-    z = z - step * n(z) @ matrix_t
-    lines[num_back - i] = z
-  z = block[:, height - 1]
-  for i in range(1, num_forward + 1):
-    z = z + step * n(z) @ matrix_t
-    lines[num_back + height - 1 + i] = z
-  return jnp.stack(lines, axis=1)
 
 
 def _relative_error(actual, expected):
@@ -173,8 +119,8 @@ class WalkKernelTest(parameterized.TestCase):
     self.assertEqual(canvas.dtype, dtype)
     np.testing.assert_array_equal(
         np.asarray(canvas[:, num_back:num_back + height], np.float64), block)
-    expected = ref_grow_numpy(block, matrix_t, step, num_back, num_forward,
-                              normalized)
+    expected = reference.grow(block, matrix_t, step, num_back, num_forward,
+                              EPS, normalized)
     self.assertLess(_relative_error(canvas, expected), tolerance)
 
     d_block, d_matrix_t, d_step = _run(
@@ -183,13 +129,13 @@ class WalkKernelTest(parameterized.TestCase):
     self.assertEqual(d_block.dtype, dtype)
     self.assertEqual(d_matrix_t.dtype, dtype)
     self.assertEqual(d_step.dtype, jnp.float32)
-    reference = functools.partial(ref_grow_jnp, num_back=num_back,
-                                  num_forward=num_forward,
-                                  normalized=normalized)
+    grow = functools.partial(reference.grow, num_back=num_back,
+                             num_forward=num_forward, eps=EPS,
+                             normalized=normalized, xp=jnp)
 
     @jax.jit
     def reference_grads(block, matrix_t, step, cotangent):
-      return jax.vjp(reference, block, matrix_t, step)[1](cotangent)
+      return jax.vjp(grow, block, matrix_t, step)[1](cotangent)
 
     with jax.enable_x64(True):
       expected_grads = [np.asarray(g) for g in reference_grads(

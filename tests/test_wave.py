@@ -13,6 +13,7 @@ import numpy as np
 
 import finola_jax as fj
 from tests import helpers
+from tests import reference
 
 
 def _canonical_order(values):
@@ -26,11 +27,6 @@ def _matrices(seed, channels, scale=0.3):
   A = scale * rng.normal(size=(channels, channels)) / np.sqrt(channels)
   B = scale * rng.normal(size=(channels, channels)) / np.sqrt(channels)
   return A, B
-
-
-def ref_normalize(z, eps):
-  mean = z.mean()
-  return (z - mean) / np.sqrt(((z - mean) ** 2).mean() + eps)
 
 
 def ref_pde_residual(z, A, B, origin=None, step=1.0, eps=1e-6):
@@ -55,14 +51,14 @@ def ref_pde_residual(z, A, B, origin=None, step=1.0, eps=1e-6):
           src = c - 1 if c > c0 else c + 1
           sign = 1.0 if c > c0 else -1.0
           delta = m[r, c] - m[r, src]
-          pred = sign * step * (A @ ref_normalize(m[r, src], eps))
+          pred = sign * step * (A @ reference.normalize(m[r, src], eps))
           err_x += np.sum((delta - pred) ** 2)
           norm_x += np.sum(delta ** 2)
         if r != r0:
           src = r - 1 if r > r0 else r + 1
           sign = 1.0 if r > r0 else -1.0
           delta = m[r, c] - m[src, c]
-          pred = sign * step * (B @ ref_normalize(m[src, c], eps))
+          pred = sign * step * (B @ reference.normalize(m[src, c], eps))
           err_y += np.sum((delta - pred) ** 2)
           norm_y += np.sum(delta ** 2)
     r_x[idx] = np.sqrt(err_x) / np.sqrt(norm_x) if W > 1 else 0.0
