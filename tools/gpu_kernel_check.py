@@ -2,15 +2,15 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 r"""GPU check of finola_jax.walk_kernel: numerics, then timings (< 150 s).
 
-Self-contained: imports jax, numpy and ``finola_jax/walk_kernel.py`` (loaded
-from its file, so the rest of the package, whatever state it is in, is not
-imported).
+Needs jax and numpy only (``finola_jax`` imports nothing else; no
+TensorFlow, flax or optax).
 
-1. Numerics: ``grow_forward`` and ``grow_backward`` against a plain ``jnp``
-   float32 reference (``lax.scan`` walk, ``jax.vjp`` for the gradients) on
-   small shapes of both phases' layouts, bfloat16 and float32, every
-   candidate config of the first case. Prints max relative errors
-   (``max |kernel − ref| / max |ref|``).
+1. Numerics: ``grow_forward`` and ``grow_backward`` against the tests'
+   reference walk (``tests/reference.py``, run in float32 ``jnp`` with full
+   precision matmuls; ``jax.vjp`` for the gradients) on small shapes of both
+   phases' layouts, bfloat16 and float32, every candidate config of the
+   first case. Prints max relative errors (``max |kernel − ref| / max
+   |ref|``).
 2. Timings: a full centre-origin ``vertical_first`` unroll built from two
    ``grow_forward`` calls (vertical phase, then horizontal phase), and its
    fwd+bwd (``grad`` of ``sum(map²)`` w.r.t. q, A, B through a
@@ -18,15 +18,15 @@ imported).
    ``[N·H·W, C] × [C, C]`` (fwd+bwd: against three). Defaults first for every
    shape, then the candidate configs (``walk_kernel.candidate_configs``) of
    each phase while the time budget lasts. Every timed map is compared with
-   a float32 XLA reference of the same shape (``err`` column).
+   the float32 reference of the same shape (``err`` column).
 3. Every configuration runs in its own try/except: a failure prints its first
    lines and the script goes on.
 
 Usage (from the repository root)::
 
-  python3 experiments/gpu_kernel_check.py             # on the GPU
-  python3 experiments/gpu_kernel_check.py --quick     # CPU smoke (interpret)
-  python3 experiments/gpu_kernel_check.py --budget_s=100 --output=report.md
+  python3 -m tools.gpu_kernel_check                 # on the GPU
+  python3 -m tools.gpu_kernel_check --quick         # CPU smoke (interpret)
+  python3 -m tools.gpu_kernel_check --budget_s=100 --output=report.md
 """
 
 from __future__ import annotations
@@ -34,10 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib.util
-import os
 import statistics
-import sys
 import time
 import traceback
 import warnings
@@ -47,19 +44,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _load_walk_kernel():
-  """Imports finola_jax/walk_kernel.py without the package's __init__."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                      "finola_jax", "walk_kernel.py")
-  spec = importlib.util.spec_from_file_location("finola_walk_kernel", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up.
-  spec.loader.exec_module(module)
-  return module
-
-
-wk = _load_walk_kernel()
+from finola_jax import walk_kernel as wk
+from tests import reference
 
 EPS = 1e-6
 START = time.monotonic()
@@ -95,33 +81,19 @@ def relative_error(actual, expected) -> float:
 
 
 # --------------------------------------------------------------------------
-# Reference (float32 XLA) and the kernel-built unroll.
+# Reference and the kernel-built unroll.
 
 
 def reference_grow(block, matrix_t, step, num_back, num_forward):
-  """``[P, h, Q, C]`` → canvas, a ``lax.scan`` per direction, float32."""
-  block = block.astype(jnp.float32)
-  matrix_t = matrix_t.astype(jnp.float32)
+  """``[P, h, Q, C]`` → canvas: the tests' reference walk in float32.
 
-  def n(z):
-    mean = jnp.mean(z, -1, keepdims=True)
-    var = jnp.mean(jnp.square(z - mean), -1, keepdims=True)
-    return (z - mean) * lax.rsqrt(var + EPS)
-
-  def walk(z, sign, steps):
-    def body(z, _):
-      z = z + sign * step * jnp.dot(n(z), matrix_t,
-                                    precision=lax.Precision.HIGHEST)
-      return z, z
-    return lax.scan(body, z, None, length=steps)[1]  # [steps, P, Q, C]
-
-  parts = []
-  if num_back:
-    parts.append(jnp.moveaxis(walk(block[:, 0], -1.0, num_back)[::-1], 0, 1))
-  parts.append(block)
-  if num_forward:
-    parts.append(jnp.moveaxis(walk(block[:, -1], 1.0, num_forward), 0, 1))
-  return jnp.concatenate(parts, axis=1)
+  Run eagerly (a step is a few dispatched operations; jit would unroll
+  every step into one program) and under ``jax.default_matmul_precision
+  ("highest")``, as must be a ``jax.vjp`` of it.
+  """
+  return reference.grow(block.astype(jnp.float32),
+                        matrix_t.astype(jnp.float32), step, num_back,
+                        num_forward, EPS, normalized=True, xp=jnp)
 
 
 def kernel_grow(num_back, num_forward, fwd_config, bwd_config, interpret):
@@ -224,10 +196,10 @@ class Bench:
     self.matmul_s = time_call(matmul, (x, self.a_t), self.args.rounds,
                               self.args.calls)
     del x
-    reference = jax.jit(functools.partial(
-        unroll, side=self.side, configs=None, interpret=False,
-        grow_fn=reference_grow))
-    self.reference = reference(self.q, self.a_t, self.b_t, self.step)
+    with jax.default_matmul_precision("highest"):
+      self.reference = unroll(self.q, self.a_t, self.b_t, self.step,
+                              self.side, configs=None, interpret=False,
+                              grow_fn=reference_grow)
     log(f"{self.name}: matmul {self.matmul_s * 1e3:.3f} ms, reference ready")
 
   def run_forward(self, vertical, horizontal) -> Row:
@@ -339,11 +311,12 @@ def check_numerics(args):
     length = back + height + forward
     cotangent = jax.random.normal(keys[2], (num_p, length, num_q, channels),
                                   dtype)
-    reference = jax.jit(functools.partial(reference_grow, num_back=back,
-                                          num_forward=forward))
-    expected, vjp = jax.vjp(reference, block.astype(jnp.float32),
-                            matrix_t.astype(jnp.float32), step)
-    expected_grads = vjp(cotangent.astype(jnp.float32))
+    with jax.default_matmul_precision("highest"):
+      expected, vjp = jax.vjp(
+          functools.partial(reference_grow, num_back=back,
+                            num_forward=forward),
+          block.astype(jnp.float32), matrix_t.astype(jnp.float32), step)
+      expected_grads = vjp(cotangent.astype(jnp.float32))
     precision = lax.Precision.HIGHEST if dtype == jnp.float32 else None
     for fwd_config, bwd_config in pairs:
       kwargs = dict(num_back=back, num_forward=forward, eps=EPS,
