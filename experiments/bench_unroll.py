@@ -24,10 +24,10 @@ over ``--repeats``, with the unroll, fwd+bwd and matmul calls interleaved in
 every repeat so that machine noise hits them alike.
 ``ratio = fwd rate / matmul rate``.
 
-The PyTorch peer (``/work/shared/peers/torch_unroll_cpu.py``: an eager loop,
-float32, ``vertical_first``) runs after each shape when torch is importable
-and the peers folder exists (``--peer``); its GFLOP/s is reported next to
-the unroll's.
+A PyTorch peer (``--peer_script=PATH``: a script that prints its GFLOP/s
+for the arguments ``N C H W``, e.g. an eager float32 ``vertical_first``
+loop) runs after each shape when given and torch is importable; its GFLOP/s
+is reported next to the unroll's.
 
 ``--memory`` instead reports XLA's compile-only memory analysis of fwd+bwd
 (``temp_size_in_bytes``; nothing is run) for unroll and extrapolate (from a
@@ -92,12 +92,11 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 _IMPLEMENTATION = flags.DEFINE_enum(
     "implementation", "auto", fj.core.IMPLEMENTATIONS,
     "unroll's implementation keyword (the one used is reported per row).")
-_PEER = flags.DEFINE_bool(
-    "peer", True, "Run the PyTorch peer loop after each shape (float32, "
-    "vertical_first) when torch is importable and --peer_script exists.")
 _PEER_SCRIPT = flags.DEFINE_string(
-    "peer_script", "/work/shared/peers/torch_unroll_cpu.py",
-    "The PyTorch peer: prints GFLOP/s for arguments N C H W.")
+    "peer_script", None,
+    "A PyTorch peer run after each shape (float32, vertical_first) when "
+    "torch is importable: a script printing its GFLOP/s for the arguments "
+    "N C H W. None: no peer.")
 _MEMORY = flags.DEFINE_bool(
     "memory", False, "Only the compile-only memory analysis of fwd+bwd at "
     "the two target shapes (nothing is run).")
@@ -153,8 +152,6 @@ def run_peer(script: str, n: int, c: int, hw: int, dtype: str, path: str):
   """(GFLOP/s of the PyTorch peer, None) or (None, why it was skipped)."""
   if importlib.util.find_spec("torch") is None:
     return None, "torch is not importable"
-  if not os.path.exists(script):
-    return None, f"{script} does not exist"
   if dtype != "float32" or path != "vertical_first":
     return None, "the peer runs float32 vertical_first only"
   out = subprocess.run([sys.executable, script] + [str(v) for v in
@@ -386,6 +383,8 @@ def breakdown_markdown(results: Sequence[Dict[str, float]]) -> str:
 
 def main(argv):
   del argv
+  if _PEER_SCRIPT.value and not os.path.isfile(_PEER_SCRIPT.value):
+    raise app.UsageError(f"--peer_script={_PEER_SCRIPT.value} is not a file.")
   device = jax.devices()[0]
   header = [
       f"backend: {jax.default_backend()} ({device.device_kind}), "
@@ -438,7 +437,7 @@ def main(argv):
               f"{r['ratio']:.2f}" +
               (f", fwd+bwd {r['bwd_gflops']:.1f} GFLOP/s"
                if _BACKWARD.value else ""), flush=True)
-        if _PEER.value:
+        if _PEER_SCRIPT.value:
           r["peer_gflops"], why = run_peer(_PEER_SCRIPT.value, n, c, hw,
                                            _DTYPE.value, _PATH.value)
           print(f"  torch peer: {r['peer_gflops']:.1f} GFLOP/s" if why is None
