@@ -30,6 +30,7 @@ import math
 from typing import NamedTuple, Optional, Tuple, Union
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -146,11 +147,12 @@ def _check_implementation(implementation: str) -> None:
                      f"one of {IMPLEMENTATIONS}.")
 
 
-def _device_platform(device) -> str:
-  """The lowering platform name of ``device``: ``"cuda"``, ``"rocm"``, ..."""
-  if device.platform == "gpu":
-    return "cuda" if "cuda" in device.client.platform_version else "rocm"
-  return device.platform
+def _default_platform() -> str:
+  """The default backend's lowering platform: ``"cpu"``, ``"cuda"``, ..."""
+  backend = jax.extend.backend.get_backend()
+  if backend.platform == "gpu":
+    return "cuda" if "cuda" in backend.platform_version else "rocm"
+  return backend.platform
 
 
 def select_implementation(implementation: str, dtype, channels: int,
@@ -177,7 +179,7 @@ def select_implementation(implementation: str, dtype, channels: int,
       ``"tpu"``); the default device's when None.
   """
   if platform is None:
-    platform = _device_platform(jax.devices()[0])
+    platform = _default_platform()
   if implementation == "xla":
     return "xla", False
   on_cuda = platform == "cuda"
@@ -366,10 +368,12 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   up, down, left, right = extents
   batch_shape, (h, w, channels) = block.shape[:-3], block.shape[-3:]
   height, width = up + h + down, left + w + right
-  backends = tuple(select_implementation(
-      implementation, block.dtype, channels,
-      math.prod(batch_shape) * height * width * channels, platform=platform)
-                   for platform in ("cuda", "cpu"))
+  canvas_elements = math.prod(batch_shape) * height * width * channels
+  # Lowered for CUDA, and for every other platform (they choose as the CPU).
+  backends = tuple(
+      select_implementation(implementation, block.dtype, channels,
+                            canvas_elements, platform=platform)
+      for platform in ("cuda", "cpu"))
   vertical = ((_VERTICAL, up, down),) if up or down else ()
   horizontal = ((_HORIZONTAL, left, right),) if left or right else ()
   orders = {"vertical_first": [vertical + horizontal],

@@ -10,10 +10,12 @@
   when the computation is **lowered for CPU**, such arrays cross the loop as
   ``uint16`` (a free bitcast); on every other platform they stay in their
   dtype. XLA's CPU backend has no bfloat16/float16 dynamic-slice or
-  dynamic-update-slice and converts the whole operand to float32 (a pass
-  over, and float32 copies of, the whole array); GPUs and TPUs slice
-  16-bit floats in place. The platform is the one the computation is
-  lowered for (``jax.lax.platform_dependent``), not ``jax.default_backend()``.
+  dynamic-update-slice and converts the whole operand to float32: every
+  write of a walk would pass over the whole canvas, and the walks' backward
+  would hoist float32 copies of canvas and cotangent out of its loop (4×
+  the map's bytes). GPUs and TPUs slice 16-bit floats in place. The
+  platform is the one the computation is lowered for
+  (``jax.lax.platform_dependent``), not ``jax.default_backend()``.
   An integer view has no derivative, so derivatives (any order, forward or
   reverse) are those of the same function without the view.
 """
@@ -84,7 +86,7 @@ def with_storage_view(function: Callable[..., T], dtype, *args) -> T:
 
   Args:
     function: takes ``*args`` (arrays or pytrees of arrays) and ``view``;
-      its outputs must not depend on ``view`` beyond rounding-free bitcasts.
+      its value must not depend on ``view`` (the view is a bitcast).
     dtype: the dtype of the arrays ``function`` stores.
     *args: its array arguments.
 

@@ -750,7 +750,8 @@ class PrecisionTest(_Base):
   def test_run_configs_take_the_core_vocabularies(self):
     # A config accepts exactly the walks' precisions (and None), paths and
     # implementations.
-    from finola_jax.train import run_config  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from finola_jax.train import run_config
     self.assertEqual(run_config.MATMUL_PRECISIONS,
                      (None,) + fj.core.PRECISION_NAMES)
     for name in run_config.MATMUL_PRECISIONS:

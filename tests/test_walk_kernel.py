@@ -3,11 +3,12 @@
 """Tests for finola_jax.walk_kernel (Pallas interpret mode on the CPU).
 
 The reference is ``tests/reference.py``'s ``grow``, independent of the
-kernels: its float64 numpy loop for the forward canvas, and ``jax.vjp`` of the
-same loop in ``jnp`` (float64) for the three gradients. Each case runs ``grow_forward`` and ``grow_backward`` once; the
-cases together cover ragged lane counts, ``h > 1`` blocks, ``num_back = 0``
-and ``num_forward = 0``, ``Q > 1``, normalized and not, float32, bfloat16
-and float16, several column tiles per program, the two-phase forward and the
+kernels: its float64 numpy loop for the forward canvas, and ``jax.vjp`` of
+the same loop in ``jnp`` (float64) for the three gradients. Each case runs
+``grow_forward`` and ``grow_backward`` once; the cases together cover
+ragged lane counts, ``h > 1`` blocks, ``num_back = 0`` and
+``num_forward = 0``, ``Q > 1``, normalized and not, float32, bfloat16 and
+float16, several column tiles per program, the two-phase forward and the
 default configuration, all with ``step ≠ 1``.
 
 Tolerances (maximum error over maximum magnitude): float32 1e-5 (the CPU
