@@ -258,14 +258,6 @@ class GradientTest(_Base):
       jtu.check_grads(fn, (q, A, B, jnp.float64(0.8)), order=2,
                       modes=("rev",))
 
-  def test_unroll_grads(self):
-    q, A, B = _problem(11, (2,), 4)
-    with jax.enable_x64(True):
-      fn = jax.jit(lambda q, A, B, s: fj.unroll(
-          q, A, B, 3, 3, origin=(2, 1), path="horizontal_first", step=s))
-      jtu.check_grads(fn, (q, A, B, jnp.float64(-0.5)), order=1,
-                      modes=("rev",))
-
   def test_extrapolate_grads(self):
     block, A, B = _problem(12, (), 4, block_hw=(2, 1))
     with jax.enable_x64(True):
