@@ -28,7 +28,7 @@ from finola_jax.data import input_pipeline
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
-from finola_jax.train import trainer
+from finola_jax.runner import trainer
 from finola_jax.train import writers
 from tests import helpers
 
