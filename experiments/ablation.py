@@ -27,9 +27,9 @@ from etils import epath
 
 from experiments import reconstruct
 from finola_jax.data import input_pipeline
-from finola_jax.train import checkpointing
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
+from finola_jax.train import checkpointing
 
 FLAGS = flags.FLAGS
 KODAK = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",

@@ -56,10 +56,10 @@ from experiments import reconstruct
 from experiments import sweep_rows
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
-from finola_jax.train import checkpointing
 from finola_jax.runner import launch
-from finola_jax.train import run_config
 from finola_jax.runner import trainer
+from finola_jax.train import checkpointing
+from finola_jax.train import run_config
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -15,10 +15,10 @@ import finola_jax
 from experiments import pretrain_masked
 from finola_jax import tasks
 from finola_jax.models import masked
+from finola_jax.runner import trainer
 from finola_jax.tasks import masked as masked_tasks
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
-from finola_jax.runner import trainer
 from tests import helpers
 
 SIZE = helpers.TINY_MODEL["image_size"]

@@ -24,8 +24,8 @@ from etils import epath
 from ml_collections import config_flags
 
 from finola_jax.data import input_pipeline
-from finola_jax.train import run_config
 from finola_jax.runner import trainer
+from finola_jax.train import run_config
 
 FLAGS = flags.FLAGS
 TrainAndEvaluate = Callable[[ml_collections.ConfigDict, str], Dict[str, float]]

@@ -40,7 +40,7 @@ BatchesFn = Callable[[], Iterable[Batch]]
 
 
 class NonFiniteError(FloatingPointError):
-  """Raised when a step produces a NaN or Inf loss or gradient."""
+  """Raised when a step produces a NaN or Inf loss, gradient or parameter."""
 
 
 def train_batches_fn(config: ml_collections.ConfigDict
@@ -254,8 +254,11 @@ def train_and_evaluate(
       previous = metrics
       history.append(metrics)
       report(step)
-      if step % config.log_every == 0 or step == config.steps:
+      logs = step % config.log_every == 0 or step == config.steps
+      saves = step % config.checkpoint_every == 0 or step == config.steps
+      if logs or saves:  # Nothing non-finite is logged or saved.
         _check_finite(metrics, step, manager)
+      if logs:
         history = step_lib.unreplicate(history)
         writer.write_scalars(step, {
             f"train/{k}": float(np.mean([m[k] for m in history]))
@@ -264,8 +267,7 @@ def train_and_evaluate(
       if step % config.eval_every == 0 and step != config.steps:
         _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
                            workdir, step)
-      if step % config.checkpoint_every == 0 or step == config.steps:
-        _check_finite(metrics, step, manager)
+      if saves:
         checkpointing.save(manager, step, step_lib.unreplicate(state))
     return _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
                               workdir, max(config.steps, start_step))
@@ -276,16 +278,19 @@ def train_and_evaluate(
 
 
 def _check_finite(metrics, step: int, manager) -> None:
-  """Raises :class:`NonFiniteError` if ``metrics`` flag a non-finite step."""
+  """Raises :class:`NonFiniteError` if ``metrics`` flag a non-finite step.
+
+  The one check of the step's ``finite`` flag (``step_lib.train_step``).
+  """
   if metrics is None or float(step_lib.unreplicate(metrics["finite"])) == 1.0:
     return
   latest = manager.latest_step()
   kept = (f"the checkpoint at step {latest} is kept" if latest is not None
           else "no checkpoint was written")
   raise NonFiniteError(
-      f"Non-finite loss or gradient at step {step} (loss="
-      f"{float(step_lib.unreplicate(metrics['loss']))}). Training stopped and "
-      f"the state was not updated; {kept}. Try a lower config.learning_rate "
+      f"Non-finite loss, gradient or parameters at step {step} (loss="
+      f"{float(step_lib.unreplicate(metrics['loss']))}). Training stopped "
+      f"without saving that step; {kept}. Try a lower config.learning_rate "
       "or config.precision='float32'.")
 
 
