@@ -9,6 +9,7 @@ whose peak memory it reads.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -180,9 +181,10 @@ def test_diverging_run_stops_cleanly(tmp_path):
              if "train/loss" in r)
 
 
-def test_killed_run_resumes(tmp_path, caplog):
+def test_preempted_run_saves_exits_0_and_resumes(tmp_path, caplog):
   helpers.check_kill_and_resume(reconstruct, helpers.tiny_config(),
-                                str(tmp_path), caplog)
+                                str(tmp_path), caplog,
+                                signal_number=signal.SIGTERM)
 
 
 MEMORY_CHECK = """

@@ -6,7 +6,8 @@ An experiment is a config (``experiments/configs/``) whose ``task`` names a
 :class:`~finola_jax.train.step.Task`; :func:`train_and_evaluate` builds the
 task, the input pipeline and the state from it, and owns everything around
 the steps of ``finola_jax.train.step``: ``WORKDIR/config.json``, orbax
-checkpoints with automatic resume, the NaN/Inf guard, streaming evaluation,
+checkpoints with automatic resume, the NaN/Inf check, a checkpoint and a
+clean stop on preemption (SIGTERM, ``preemption``), streaming evaluation,
 and the CLU metric writers and pictures (process 0 writes them; every
 process takes part in checkpointing).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ from flax import jax_utils
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import sources
+from finola_jax.runner import preemption
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
@@ -152,24 +154,6 @@ def evaluation_config(workdir: str, config: Optional[ml_collections.ConfigDict]
   return config
 
 
-def restore_params(task: step_lib.Task, config: ml_collections.ConfigDict,
-                   workdir: str) -> Tuple[int, step_lib.Params]:
-  """``(step, params)`` of the newest readable checkpoint in ``workdir``.
-
-  The state's shapes come from ``jax.eval_shape``: nothing is initialized.
-  """
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  try:
-    step, state, _ = checkpointing.restore_newest_readable(
-        manager, step_lib.abstract_train_state(task, config))
-  finally:
-    manager.close()
-  if step is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}.")
-  return step, state.params
-
-
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         batches: BatchesFn, tag: str = "eval") -> Dict[str, float]:
   """Evaluates the newest readable checkpoint on ``batches()``; draws the first.
@@ -178,7 +162,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   """
   run_config.check_batch_split(config)
   task = tasks.create_task(config)
-  step, params = restore_params(task, config, workdir)
+  step, params = checkpointing.restore_latest_params(
+      workdir, step_lib.abstract_train_state(task, config))
   steps = step_lib.ParallelSteps(task, config.seed)
   replicated = steps.replicate(params)
   iterator = iter(batches())
@@ -222,6 +207,8 @@ def train_and_evaluate(
       workdir's run; nothing was written.
     NonFiniteError: a step produced NaN/Inf; nothing non-finite was saved and
       the checkpoints already written are kept.
+    preemption.Preempted: a preemption notice (SIGTERM) came; the state was
+      saved at the step named, from which the same call resumes.
   """
   run_config.validate_training(config)
   task = task or tasks.create_task(config)
@@ -247,28 +234,35 @@ def train_and_evaluate(
     report = periodic_actions.ReportProgress(
         num_train_steps=config.steps, writer=writer, every_steps=config.log_every)
     history, previous = [], None
-    for step in range(start_step + 1, config.steps + 1):
-      state, metrics = steps.train(state, next(train_iter))
-      # The previous step's flag: checking it keeps one step in flight.
-      _check_finite(previous, step - 1, manager)
-      previous = metrics
-      history.append(metrics)
-      report(step)
-      logs = step % config.log_every == 0 or step == config.steps
-      saves = step % config.checkpoint_every == 0 or step == config.steps
-      if logs or saves:  # Nothing non-finite is logged or saved.
-        _check_finite(metrics, step, manager)
-      if logs:
-        history = step_lib.unreplicate(history)
-        writer.write_scalars(step, {
-            f"train/{k}": float(np.mean([m[k] for m in history]))
-            for k in history[0] if k != "finite"})
-        history = []
-      if step % config.eval_every == 0 and step != config.steps:
-        _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
-                           workdir, step)
-      if saves:
-        checkpointing.save(manager, step, step_lib.unreplicate(state))
+    with preemption.Notice(manager) as notice:
+      for step in range(start_step + 1, config.steps + 1):
+        state, metrics = steps.train(state, next(train_iter))
+        # The previous step's flag: checking it keeps one step in flight.
+        _check_finite(previous, step - 1, manager)
+        previous = metrics
+        history.append(metrics)
+        report(step)
+        preempted = notice.reached(step)
+        logs = step % config.log_every == 0 or step == config.steps or preempted
+        saves = (step % config.checkpoint_every == 0 or step == config.steps
+                 or preempted)
+        if logs or saves:  # Nothing non-finite is logged or saved.
+          _check_finite(metrics, step, manager)
+        if logs:
+          history = step_lib.unreplicate(history)
+          writer.write_scalars(step, {
+              f"train/{k}": float(np.mean([m[k] for m in history]))
+              for k in history[0] if k != "finite"})
+          history = []
+        if (step % config.eval_every == 0 and step != config.steps
+            and not preempted):
+          _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
+                             workdir, step)
+        if saves:
+          checkpointing.save(manager, step, step_lib.unreplicate(state))
+        if preempted:
+          raise preemption.Preempted(step,
+                                     checkpointing.checkpoint_dir(workdir))
     return _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
                               workdir, max(config.steps, start_step))
   finally:

@@ -115,11 +115,15 @@ def set_aside(workdir: str, manager: ocp.CheckpointManager,
                   "run saves those steps again.", steps, unreadable_dir(workdir))
 
 
-def restore_latest_params(workdir: str) -> Tuple[int, Any]:
-  """``(step, params)`` of the newest readable checkpoint, as saved (numpy).
+def restore_latest_params(workdir: str, target: Any = None) -> Tuple[int, Any]:
+  """``(step, params)`` of the newest readable checkpoint in ``workdir``.
 
-  Needs no model: for reading one part of the parameters (an encoder)
-  into another program.
+  Args:
+    workdir: the run's directory.
+    target: the train state's structure, shapes and dtypes (e.g.
+      ``step.abstract_train_state``: nothing is initialized); ``None``
+      restores the parameters as saved (numpy), which needs no model: for
+      reading one part of them (an encoder) into another program.
 
   Raises:
     FileNotFoundError: no checkpoint in the workdir.
@@ -127,9 +131,10 @@ def restore_latest_params(workdir: str) -> Tuple[int, Any]:
   """
   manager = create_manager(workdir, read_only=True)
   try:
-    step, restored, _ = restore_newest_readable(manager)
+    step, restored, _ = restore_newest_readable(manager, target)
   finally:
     manager.close()
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}.")
-  return step, restored["params"]
+  return step, (restored["params"] if isinstance(restored, dict)
+                else restored.params)
