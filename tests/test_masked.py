@@ -195,6 +195,7 @@ def test_mask_ratio_must_leave_a_patch_visible_and_one_masked(ratio, visible):
                                 8, ratio)
   with pytest.raises(run_config.ConfigError, match=message):
     masked_task("random", mask_ratio=ratio)
+  masked_task("quadrant", mask_ratio=ratio)  # Unused there: not checked.
 
 
 def test_random_masking_encoder_never_sees_masked_patches(params,
@@ -288,6 +289,28 @@ def test_norm_pix_targets():
   normalized = masked_task(norm_pix_loss=True, patch_size=patch)
   np.testing.assert_array_equal(normalized.target(images), targets)
   assert masked_task(norm_pix_loss=False).target(images) is images
+
+
+class _PerfectPrediction(masked_tasks.MaskedTask):
+  """Predicts the loss's target exactly."""
+
+  def predict_quadrant(self, params, images, corners):
+    _, mask, visible = super().predict_quadrant(params, images, corners)
+    return self.target(images), mask, visible
+
+
+def test_pictures_of_per_patch_normalized_predictions_are_in_pixels(params):
+  config = helpers.tiny_config("pretrain_masked", norm_pix_loss=True,
+                               patch_size=4)
+  task = _PerfectPrediction(config)
+  images = _images()
+  batch = {"image": images, "index": jnp.arange(2)}
+  _, completed, original = task.visualize(
+      params, batch, step_lib.evaluation_keys(batch["index"]))
+  np.testing.assert_allclose(completed, original, atol=1e-5)
+  np.testing.assert_allclose(
+      masked_tasks.patch_denormalize(masked_tasks.patch_normalize(images, 4),
+                                     images, 4), images, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm_pix_loss, keys", [
