@@ -186,8 +186,8 @@ def test_random_visible_patches():
 
 @pytest.mark.parametrize("ratio, visible", [(0.005, 64), (0.999, 0)])
 def test_mask_ratio_must_leave_a_patch_visible_and_one_masked(ratio, visible):
-  """0.005 on an 8×8 map left all 64 patches visible (loss 0/0: NaN);
-  0.999 none (the docstring's count, silently clamped to 1)."""
+  """0.005 on an 8×8 map would leave all 64 patches visible (loss 0/0:
+  NaN); 0.999 none."""
   message = (rf"config.mask_ratio must leave between 1 and 63 of the 64 "
              rf"patches of the 8×8 map visible .*it leaves {visible}\)")
   with pytest.raises(run_config.ConfigError, match=message):

@@ -45,10 +45,10 @@ def create_manager(workdir: str, keep: int = 3,
   Every process must create it and call ``save``: orbax coordinates the
   processes and writes from the primary one. Saves are atomic (written to a
   temporary directory, then renamed), so a run killed mid-save leaves the
-  previous checkpoints intact. They are synchronous: with orbax 0.12's
-  asynchronous saves, a loaded machine occasionally failed a save with
-  "Checkpoint directory does not exist: ...orbax-checkpoint-tmp" (its
-  metadata thread racing the rename).
+  previous checkpoints intact. They are synchronous: orbax 0.12's
+  asynchronous saves can fail on a loaded machine with "Checkpoint directory
+  does not exist: ...orbax-checkpoint-tmp" (its metadata thread races the
+  rename).
   """
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                          read_only=read_only,
