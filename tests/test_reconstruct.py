@@ -124,8 +124,8 @@ COMMAND_LINE_ERRORS = _config_errors(reconstruct, [
 ]) + _config_errors(pretrain_masked, [
     (dict(image_size=12, stride=4, encoder_depth=2), "config.image_size"),
     (dict(stride=4, encoder_depth=1), "config.encoder_depth"),
-    (dict(mask_ratio=1.0), "config.mask_ratio"),
-    (dict(mask_ratio=0.0), "config.mask_ratio"),
+    (dict(masking="random", mask_ratio=1.0), "config.mask_ratio"),
+    (dict(masking="random", mask_ratio=0.0), "config.mask_ratio"),
     (dict(norm_pix_loss=True, patch_size=5), "config.patch_size"),
     (dict(norm_pix_loss=True, patch_size=0), "config.patch_size"),
     (dict(masking="bogus"), "config.masking"),
