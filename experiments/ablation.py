@@ -27,9 +27,9 @@ from etils import epath
 
 from experiments import reconstruct
 from finola_jax.data import input_pipeline
+from finola_jax.runner import launch
+from finola_jax.runner import trainer
 from finola_jax.train import checkpointing
-from finola_jax.train import launch
-from finola_jax.train import trainer
 
 FLAGS = flags.FLAGS
 KODAK = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
@@ -76,17 +76,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   input_pipeline.hide_accelerators_from_tensorflow()
-  rows = [run(FLAGS.config, FLAGS.root, d, int(s), FLAGS.eval_dir)
-          for s in FLAGS.strides for d in FLAGS.decoders]
-  print(f"\nAblation at {FLAGS.config.steps} steps, C={FLAGS.config.channels}:\n")
-  print("| stride | map | decoder | val PSNR | val SSIM | Kodak PSNR | Kodak SSIM | "
-        "map-making params | upsampler params |")
-  print("|---|---|---|---|---|---|---|---|---|")
-  for r in rows:
-    print(f"| {r['stride']} | {r['map_size']}×{r['map_size']} | {r['decoder']} | "
-          f"{r['val_psnr']:.2f} | {r['val_ssim']:.3f} | {r['kodak_psnr']:.2f} | "
-          f"{r['kodak_ssim']:.3f} | {r['map_params']:,} | {r['upsampler_params']:,} |")
-  (epath.Path(FLAGS.root) / "ablation.json").write_text(json.dumps(rows, indent=2))
+  with launch.preemption_ends_cleanly():
+    rows = [run(FLAGS.config, FLAGS.root, d, int(s), FLAGS.eval_dir)
+            for s in FLAGS.strides for d in FLAGS.decoders]
+    print(f"\nAblation at {FLAGS.config.steps} steps, C={FLAGS.config.channels}:\n")
+    print("| stride | map | decoder | val PSNR | val SSIM | Kodak PSNR | Kodak SSIM | "
+          "map-making params | upsampler params |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+      print(f"| {r['stride']} | {r['map_size']}×{r['map_size']} | {r['decoder']} | "
+            f"{r['val_psnr']:.2f} | {r['val_ssim']:.3f} | {r['kodak_psnr']:.2f} | "
+            f"{r['kodak_ssim']:.3f} | {r['map_params']:,} | {r['upsampler_params']:,} |")
+    (epath.Path(FLAGS.root) / "ablation.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

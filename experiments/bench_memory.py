@@ -29,7 +29,7 @@ from finola_jax.train import step as step_lib
 
 FLAGS = flags.FLAGS
 GIB = 2.0**30
-# Not through finola_jax.train.launch: this program needs no input pipeline,
+# Not through finola_jax.runner.launch: this program needs no input pipeline,
 # so it runs where TensorFlow is not installed (e.g. a bare GPU image).
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "configs", "reconstruct.py")

@@ -25,7 +25,7 @@ from absl import flags
 
 from experiments import reconstruct
 from finola_jax import tasks
-from finola_jax.train import launch
+from finola_jax.runner import launch
 from finola_jax.train import step as step_lib
 
 FLAGS = flags.FLAGS

@@ -37,9 +37,9 @@ from etils import epath
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import labeled
+from finola_jax.runner import launch
 from finola_jax.tasks import probe
 from finola_jax.train import checkpointing
-from finola_jax.train import launch
 from finola_jax.train import run_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),

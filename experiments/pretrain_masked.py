@@ -26,9 +26,9 @@ import os
 from absl import app
 from absl import flags
 
-from finola_jax.train import launch
+from finola_jax.runner import launch
+from finola_jax.runner import trainer
 from finola_jax.train import run_config
-from finola_jax.train import trainer
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "configs", "pretrain_masked.py")

@@ -56,10 +56,10 @@ from experiments import reconstruct
 from experiments import sweep_rows
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
+from finola_jax.runner import launch
+from finola_jax.runner import trainer
 from finola_jax.train import checkpointing
-from finola_jax.train import launch
 from finola_jax.train import run_config
-from finola_jax.train import trainer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -301,22 +301,23 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
   if not epath.Path(eval_dir).is_dir():
     print(f"--eval_dir={eval_dir} is not a directory: no Kodak columns.")
     eval_dir = None
-  try:
-    result = sweep(flag_values.config, flag_values.root,
-                   decoders=flag_values.decoders,
-                   sizes=[int(s) for s in flag_values.sizes],
-                   channels=[int(c) for c in flag_values.channels],
-                   eval_dir=eval_dir,
-                   reference_side=flag_values.reference_side,
-                   reference_channels=flag_values.reference_channels,
-                   max_map_params=flag_values.max_map_params)
-  except run_config.ConfigError as e:
-    raise app.UsageError(str(e)) from None
-  config = flag_values.config
-  print(f"\nUnroll-length sweep at stride 1, {config.steps} steps, batch "
-        f"{config.batch_size}:\n")
-  print(markdown_table(result))
-  print(f"Plot: {epath.Path(flag_values.root) / 'sweep.png'}")
+  with launch.preemption_ends_cleanly():
+    try:
+      result = sweep(flag_values.config, flag_values.root,
+                     decoders=flag_values.decoders,
+                     sizes=[int(s) for s in flag_values.sizes],
+                     channels=[int(c) for c in flag_values.channels],
+                     eval_dir=eval_dir,
+                     reference_side=flag_values.reference_side,
+                     reference_channels=flag_values.reference_channels,
+                     max_map_params=flag_values.max_map_params)
+    except run_config.ConfigError as e:
+      raise app.UsageError(str(e)) from None
+    config = flag_values.config
+    print(f"\nUnroll-length sweep at stride 1, {config.steps} steps, batch "
+          f"{config.batch_size}:\n")
+    print(markdown_table(result))
+    print(f"Plot: {epath.Path(flag_values.root) / 'sweep.png'}")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ Every image, in a learned latent space, is a first-order autoregression::
 This package holds the autoregression and its PDE analysis as pure JAX
 functions; it imports only jax and numpy (the fused Pallas kernel,
 ``finola_jax.walk_kernel``, is imported when a walk first uses it). The
-training stack lives in
-``finola_jax.models``, ``finola_jax.data`` and ``finola_jax.train`` (extra
-``[train]``).
+training stack (extra ``[train]``) lives in ``finola_jax.train`` (the step,
+config checks, checkpoints, writers), ``finola_jax.models``,
+``finola_jax.tasks``, ``finola_jax.data`` and ``finola_jax.runner`` (the
+training loop and the programs' flags).
 """
 
 from finola_jax.core import CORNERS

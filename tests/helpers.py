@@ -5,9 +5,9 @@
   compiled programs are reused (the compilation cache of conftest.py).
 * ``run_program``: a command line of an ``experiments`` program, parsed by
   absl into fresh ``FlagValues`` and run in this process.
-* ``check_kill_and_resume``: SIGKILLs a real ``python3 -m experiments.X``
-  after its first checkpoint, resumes the run in this process and checks
-  that it finished where an uninterrupted run does.
+* ``check_kill_and_resume``: SIGKILLs (or SIGTERMs: preemption) a real
+  ``python3 -m experiments.X`` after its first checkpoint, resumes the run
+  and checks that it finished where an uninterrupted run does.
 * TFDS mocks (``mock_tfds``) and image folders.
 """
 
@@ -216,56 +216,85 @@ def program_env() -> Dict[str, str]:
 
 
 def check_kill_and_resume(module, config, root, caplog,
+                          signal_number: int = signal.SIGKILL,
                           timeout: float = 600) -> int:
-  """SIGKILLs ``python3 -m MODULE`` after its first checkpoint; resumes it.
+  """Stops ``python3 -m MODULE`` after its first checkpoint; resumes it.
 
-  The killed process runs ``config`` (a ``tiny_config``, given as
+  The stopped process runs ``config`` (a ``tiny_config``, given as
   ``--config.KEY`` overrides of the program's default); meanwhile this
-  process trains the same config uninterrupted. The run is then resumed
-  here (``module.train_and_evaluate``), which must log resuming from the
-  latest checkpoint the killed run finished, not redo the steps before it,
-  and end with the uninterrupted run's parameters. Returns the step resumed
-  from.
+  process trains the same config uninterrupted.
+
+  * ``SIGKILL``: the run is resumed here (``module.train_and_evaluate``),
+    which must log resuming from the latest checkpoint the killed run
+    finished, not redo the steps before it.
+  * ``SIGTERM`` (a preemption notice): the program must save a checkpoint at
+    the step it had reached and exit with status 0; the same command,
+    run again, resumes from that step.
+
+  Either way the run must end with the uninterrupted run's parameters and
+  final training loss. Returns the step resumed from.
   """
   from finola_jax.train import checkpointing
-  workdir, reference = os.path.join(root, "killed"), os.path.join(root, "reference")
-  log_path = os.path.join(root, "killed.log")
+  workdir, reference = os.path.join(root, "stopped"), os.path.join(root, "reference")
   overrides = [f"--config.{k}={v}" for k, v in config.items() if v is not None]
-  with open(log_path, "w") as log:
-    killed = subprocess.Popen(
-        [sys.executable, "-m", module.__name__, f"--workdir={workdir}",
-         *overrides], cwd=REPO_ROOT, env=program_env(), stdout=log,
-        stderr=subprocess.STDOUT)
+  command = [sys.executable, "-m", module.__name__, f"--workdir={workdir}",
+             *overrides]
 
-  def kill_after_first_checkpoint():
+  def run_command(name):
+    log_path = os.path.join(root, f"{name}.log")
+    with open(log_path, "w") as log:
+      process = subprocess.Popen(command, cwd=REPO_ROOT, env=program_env(),
+                                 stdout=log, stderr=subprocess.STDOUT)
+    return process, log_path
+
+  stopped, stopped_log = run_command("stopped")
+
+  def stop_after_first_checkpoint():
     deadline = time.time() + timeout
-    while (not checkpoint_steps(workdir) and killed.poll() is None
+    while (not checkpoint_steps(workdir) and stopped.poll() is None
            and time.time() < deadline):
       time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
+    stopped.send_signal(signal_number)
 
-  watcher = threading.Thread(target=kill_after_first_checkpoint)
+  watcher = threading.Thread(target=stop_after_first_checkpoint)
   watcher.start()
   try:
     module.train_and_evaluate(config, reference)  # Meanwhile, uninterrupted.
   finally:
     watcher.join()
-    killed.wait()
-  with open(log_path) as f:
-    assert killed.returncode == -signal.SIGKILL, f.read()[-6000:]
+    stopped.wait()
+  with open(stopped_log) as f:
+    output = f.read()
   resume_step = checkpoint_steps(workdir)[-1]
-  assert resume_step < config.steps, "the run was over before it was killed"
-
-  caplog.set_level(logging.INFO, logger="absl")
-  module.train_and_evaluate(config, workdir)
+  assert resume_step < config.steps, "the run was over before it was stopped"
+  if signal_number == signal.SIGKILL:
+    assert stopped.returncode == -signal.SIGKILL, output[-6000:]
+    caplog.set_level(logging.INFO, logger="absl")
+    module.train_and_evaluate(config, workdir)
+    resumed_output = caplog.text
+  else:
+    assert stopped.returncode == 0, output[-6000:]
+    assert re.search(rf"Preempted: saved the checkpoint at step {resume_step} ",
+                     output), output[-6000:]
+    # Saved at the step it had reached, not at the periodic checkpoint before.
+    assert train_loss_steps(workdir)[-1] == resume_step
+    resumed, resumed_log = run_command("resumed")
+    resumed.wait()
+    with open(resumed_log) as f:
+      resumed_output = f.read()
+    assert resumed.returncode == 0, resumed_output[-6000:]
   assert re.search(rf"Resuming from the checkpoint at step {resume_step}\b",
-                   caplog.text), caplog.text
+                   resumed_output), resumed_output[-6000:]
   assert checkpoint_steps(workdir)[-1] == config.steps
   logged = train_loss_steps(workdir)
   assert logged.count(1) == 1, logged  # Not restarted from scratch.
   assert set(logged) == set(range(1, config.steps + 1)), logged
   assert logged[resume_step - config.steps:] == list(
       range(resume_step + 1, config.steps + 1))
+  final_loss = lambda w: [r["train/loss"] for r in read_metrics(w)
+                          if r["step"] == config.steps and "train/loss" in r]
+  assert final_loss(workdir) == final_loss(reference), (
+      final_loss(workdir), final_loss(reference))
   _, expected = checkpointing.restore_latest_params(reference)
   _, actual = checkpointing.restore_latest_params(workdir)
   assert_trees_equal(actual, expected)

@@ -15,10 +15,10 @@ import finola_jax
 from experiments import pretrain_masked
 from finola_jax import tasks
 from finola_jax.models import masked
+from finola_jax.runner import trainer
 from finola_jax.tasks import masked as masked_tasks
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
-from finola_jax.train import trainer
 from tests import helpers
 
 SIZE = helpers.TINY_MODEL["image_size"]
@@ -186,8 +186,8 @@ def test_random_visible_patches():
 
 @pytest.mark.parametrize("ratio, visible", [(0.005, 64), (0.999, 0)])
 def test_mask_ratio_must_leave_a_patch_visible_and_one_masked(ratio, visible):
-  """0.005 on an 8×8 map left all 64 patches visible (loss 0/0: NaN);
-  0.999 none (the docstring's count, silently clamped to 1)."""
+  """0.005 on an 8×8 map would leave all 64 patches visible (loss 0/0:
+  NaN); 0.999 none."""
   message = (rf"config.mask_ratio must leave between 1 and 63 of the 64 "
              rf"patches of the 8×8 map visible .*it leaves {visible}\)")
   with pytest.raises(run_config.ConfigError, match=message):
@@ -195,6 +195,7 @@ def test_mask_ratio_must_leave_a_patch_visible_and_one_masked(ratio, visible):
                                 8, ratio)
   with pytest.raises(run_config.ConfigError, match=message):
     masked_task("random", mask_ratio=ratio)
+  masked_task("quadrant", mask_ratio=ratio)  # Unused there: not checked.
 
 
 def test_random_masking_encoder_never_sees_masked_patches(params,
@@ -288,6 +289,28 @@ def test_norm_pix_targets():
   normalized = masked_task(norm_pix_loss=True, patch_size=patch)
   np.testing.assert_array_equal(normalized.target(images), targets)
   assert masked_task(norm_pix_loss=False).target(images) is images
+
+
+class _PerfectPrediction(masked_tasks.MaskedTask):
+  """Predicts the loss's target exactly."""
+
+  def predict_quadrant(self, params, images, corners):
+    _, mask, visible = super().predict_quadrant(params, images, corners)
+    return self.target(images), mask, visible
+
+
+def test_pictures_of_per_patch_normalized_predictions_are_in_pixels(params):
+  config = helpers.tiny_config("pretrain_masked", norm_pix_loss=True,
+                               patch_size=4)
+  task = _PerfectPrediction(config)
+  images = _images()
+  batch = {"image": images, "index": jnp.arange(2)}
+  _, completed, original = task.visualize(
+      params, batch, step_lib.evaluation_keys(batch["index"]))
+  np.testing.assert_allclose(completed, original, atol=1e-5)
+  np.testing.assert_allclose(
+      masked_tasks.patch_denormalize(masked_tasks.patch_normalize(images, 4),
+                                     images, 4), images, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm_pix_loss, keys", [

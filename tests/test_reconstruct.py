@@ -9,9 +9,11 @@ whose peak memory it reads.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
+import chex
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -122,8 +124,8 @@ COMMAND_LINE_ERRORS = _config_errors(reconstruct, [
 ]) + _config_errors(pretrain_masked, [
     (dict(image_size=12, stride=4, encoder_depth=2), "config.image_size"),
     (dict(stride=4, encoder_depth=1), "config.encoder_depth"),
-    (dict(mask_ratio=1.0), "config.mask_ratio"),
-    (dict(mask_ratio=0.0), "config.mask_ratio"),
+    (dict(masking="random", mask_ratio=1.0), "config.mask_ratio"),
+    (dict(masking="random", mask_ratio=0.0), "config.mask_ratio"),
     (dict(norm_pix_loss=True, patch_size=5), "config.patch_size"),
     (dict(norm_pix_loss=True, patch_size=0), "config.patch_size"),
     (dict(masking="bogus"), "config.masking"),
@@ -162,8 +164,9 @@ def test_diverging_run_stops_cleanly(tmp_path):
   with pytest.raises(SystemExit) as stopped:
     run(tmp_path, learning_rate=1e30, checkpoint_every=1, keep_checkpoints=STEPS)
   message = str(stopped.value.code)
-  match = re.search(r"^Stopped: Non-finite loss or gradient at step (\d+) "
-                    r"\(loss=nan\)\. .*the checkpoint at step (\d+) is kept\. "
+  match = re.search(r"^Stopped: Non-finite loss, gradient or parameters at "
+                    r"step (\d+) \(loss=[^)]+\)\. .*the checkpoint at step "
+                    r"(\d+) is kept\. "
                     r"Try a lower config.learning_rate", message)
   assert match, message
   bad_step, kept = int(match[1]), int(match[2])
@@ -172,15 +175,16 @@ def test_diverging_run_stops_cleanly(tmp_path):
   manager = checkpointing.create_manager(str(tmp_path), read_only=True)
   for step in helpers.checkpoint_steps(tmp_path):
     state = manager.restore(step, args=ocp.args.StandardRestore())
-    assert checkpointing.all_finite(state), step
+    chex.assert_tree_all_finite(state)
   manager.close()
   assert all(np.isfinite(r["train/loss"]) for r in helpers.read_metrics(tmp_path)
              if "train/loss" in r)
 
 
-def test_killed_run_resumes(tmp_path, caplog):
+def test_preempted_run_saves_exits_0_and_resumes(tmp_path, caplog):
   helpers.check_kill_and_resume(reconstruct, helpers.tiny_config(),
-                                str(tmp_path), caplog)
+                                str(tmp_path), caplog,
+                                signal_number=signal.SIGTERM)
 
 
 MEMORY_CHECK = """

@@ -14,14 +14,32 @@ from finola_jax.train import run_config
 from finola_jax.train import step
 
 
-def patch_normalize(images, patch_size: int, eps: float = 1e-6):
-  """Normalizes every ``p×p×3`` patch to zero mean and unit variance (MAE)."""
+def patch_statistics(images, patch_size: int, eps: float = 1e-6):
+  """``(mean, std)``, each ``[B, H, W, 1]``: those of the pixel's ``p×p×3`` patch.
+
+  ``std = sqrt(var + eps)``, the population variance over the patch.
+  """
   b, h, w, c = images.shape
   p = patch_size
   patches = images.reshape(b, h // p, p, w // p, p, c)
   mean = jnp.mean(patches, axis=(2, 4, 5), keepdims=True)
-  var = jnp.var(patches, axis=(2, 4, 5), keepdims=True)
-  return ((patches - mean) / jnp.sqrt(var + eps)).reshape(images.shape)
+  std = jnp.sqrt(jnp.var(patches, axis=(2, 4, 5), keepdims=True) + eps)
+  spread = lambda x: jnp.broadcast_to(x, (b, h // p, p, w // p, p, 1)).reshape(
+      b, h, w, 1)
+  return spread(mean), spread(std)
+
+
+def patch_normalize(images, patch_size: int, eps: float = 1e-6):
+  """Normalizes every ``p×p×3`` patch to zero mean and unit variance (MAE)."""
+  mean, std = patch_statistics(images, patch_size, eps)
+  return (images - mean) / std
+
+
+def patch_denormalize(normalized, images, patch_size: int, eps: float = 1e-6):
+  """Pixels from per-patch normalized values, with ``images``' own patches'
+  mean and std: the inverse of :func:`patch_normalize` on ``images``."""
+  mean, std = patch_statistics(images, patch_size, eps)
+  return normalized * std + mean
 
 
 def masked_mse(prediction, target, mask):
@@ -84,7 +102,8 @@ class MaskedTask(step.Task):
         1 << config.encoder_depth >= config.stride, "encoder_depth",
         f"reach config.stride={config.stride}: at least "
         f"{layers.log2(config.stride)} stages", config.encoder_depth)
-    visible_patch_count(config.image_size // config.stride, config.mask_ratio)
+    if config.masking == "random":  # Quadrant masking does not read it.
+      visible_patch_count(config.image_size // config.stride, config.mask_ratio)
     if config.norm_pix_loss:
       run_config.check(
           config.patch_size >= 1 and config.image_size % config.patch_size == 0,
@@ -170,8 +189,8 @@ class MaskedTask(step.Task):
           params, images, batch["index"] % 4)
     else:
       prediction, mask, visible = self.predict(params, images, example_keys)
-    if self.config.norm_pix_loss:
-      prediction = prediction * jnp.std(images) + jnp.mean(images)
+    if self.config.norm_pix_loss:  # As MAE draws it: each patch's own statistics.
+      prediction = patch_denormalize(prediction, images, self.config.patch_size)
     grey = 0.5 * mask
     return [images * visible + grey, prediction * mask + images * visible, images]
 

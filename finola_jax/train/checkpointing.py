@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -46,10 +45,10 @@ def create_manager(workdir: str, keep: int = 3,
   Every process must create it and call ``save``: orbax coordinates the
   processes and writes from the primary one. Saves are atomic (written to a
   temporary directory, then renamed), so a run killed mid-save leaves the
-  previous checkpoints intact. They are synchronous: with orbax 0.12's
-  asynchronous saves, a loaded machine occasionally failed a save with
-  "Checkpoint directory does not exist: ...orbax-checkpoint-tmp" (its
-  metadata thread racing the rename).
+  previous checkpoints intact. They are synchronous: orbax 0.12's
+  asynchronous saves can fail on a loaded machine with "Checkpoint directory
+  does not exist: ...orbax-checkpoint-tmp" (its metadata thread races the
+  rename).
   """
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                          read_only=read_only,
@@ -57,20 +56,9 @@ def create_manager(workdir: str, keep: int = 3,
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def all_finite(tree) -> bool:
-  """Whether every floating leaf of ``tree`` is free of NaN and Inf."""
-  leaves = jax.tree_util.tree_leaves(tree)
-  return all(bool(np.all(np.isfinite(leaf))) for leaf in leaves
-             if np.issubdtype(np.asarray(leaf).dtype, np.floating))
-
-
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-  """Saves a host-side state; refuses non-finite values."""
-  state = jax.device_get(state)
-  if not all_finite(state):
-    raise FloatingPointError(
-        f"Refusing to save a non-finite state at step {step}.")
-  manager.save(step, args=ocp.args.StandardSave(state))
+  """Saves a host-side state (the trainer saves only steps it found finite)."""
+  manager.save(step, args=ocp.args.StandardSave(jax.device_get(state)))
 
 
 def restore_newest_readable(
@@ -127,11 +115,15 @@ def set_aside(workdir: str, manager: ocp.CheckpointManager,
                   "run saves those steps again.", steps, unreadable_dir(workdir))
 
 
-def restore_latest_params(workdir: str) -> Tuple[int, Any]:
-  """``(step, params)`` of the newest readable checkpoint, as saved (numpy).
+def restore_latest_params(workdir: str, target: Any = None) -> Tuple[int, Any]:
+  """``(step, params)`` of the newest readable checkpoint in ``workdir``.
 
-  Needs no model: for reading one part of the parameters (an encoder)
-  into another program.
+  Args:
+    workdir: the run's directory.
+    target: the train state's structure, shapes and dtypes (e.g.
+      ``step.abstract_train_state``: nothing is initialized); ``None``
+      restores the parameters as saved (numpy), which needs no model: for
+      reading one part of them (an encoder) into another program.
 
   Raises:
     FileNotFoundError: no checkpoint in the workdir.
@@ -139,9 +131,10 @@ def restore_latest_params(workdir: str) -> Tuple[int, Any]:
   """
   manager = create_manager(workdir, read_only=True)
   try:
-    step, restored, _ = restore_newest_readable(manager)
+    step, restored, _ = restore_newest_readable(manager, target)
   finally:
     manager.close()
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}.")
-  return step, restored["params"]
+  return step, (restored["params"] if isinstance(restored, dict)
+                else restored.params)

@@ -80,9 +80,18 @@ class Task(abc.ABC):
     """Columns of ``[b, H, W, 3]`` images (``visualization_columns``)."""
 
 
+# ``optax.apply_if_finite`` accepts a non-finite gradient after this many in a
+# row; never, here: the trainer stops the run at the first one.
+_NEVER = np.iinfo(np.int32).max
+
+
 def create_optimizer(
     config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW with linear warm-up and cosine decay, after global-norm clipping.
+
+  Wrapped in ``optax.apply_if_finite``: a step whose gradients hold a NaN or
+  Inf leaves the parameters and the inner optimizer state unchanged, and
+  the state's ``opt_state.last_finite`` says so (see :func:`train_step`).
 
   The FINOLA matrices (the ``"matrices"`` parameters) learn at
   ``config.matrix_learning_rate_scale`` × the others' rate. Adam moves every
@@ -98,7 +107,7 @@ def create_optimizer(
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
   scale = config.matrix_learning_rate_scale
-  if scale == 1:  # One group: the optimizer state of runs before the key.
+  if scale == 1:
     update = adamw(config.learning_rate)
   else:
     update = optax.multi_transform(
@@ -107,7 +116,9 @@ def create_optimizer(
         lambda params: traverse_util.path_aware_map(
             lambda path, _: "matrices" if path[0] == "matrices" else "others",
             params))
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update)
+  return optax.apply_if_finite(
+      optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update),
+      max_consecutive_errors=_NEVER)
 
 
 def create_train_state(task: Task,
@@ -143,9 +154,11 @@ def train_step(state: train_state.TrainState, batch: Batch, *, task: Task,
                seed: int) -> Tuple[train_state.TrainState, Dict[str, jax.Array]]:
   """One optimizer step on one device's batch; run it under ``pmap``.
 
-  Gradients and metrics are averaged over the ``"batch"`` axis. A step
-  whose loss or gradients are not finite leaves the state unchanged and
-  reports ``finite = 0``.
+  Gradients and metrics are averaged over the ``"batch"`` axis. The
+  metric ``finite`` is 1 when the loss, the gradients and the updated
+  parameters are all free of NaN and Inf, else 0: the trainer stops the run
+  at such a step, before saving it. Non-finite gradients are not applied
+  (``optax.apply_if_finite``, :func:`create_optimizer`).
   """
   per_device = jax.tree_util.tree_leaves(batch)[0].shape[0]
   keys = _training_keys(seed, state.step, per_device)
@@ -153,13 +166,17 @@ def train_step(state: train_state.TrainState, batch: Batch, *, task: Task,
       state.params, batch, keys)
   grads = jax.lax.pmean(grads, AXIS)
   metrics = jax.lax.pmean(dict(metrics, loss=loss), AXIS)
-  finite = jnp.isfinite(metrics["loss"]) & jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
-  updated = state.apply_gradients(grads=grads)
-  new_state = jax.tree_util.tree_map(
-      lambda new, old: jnp.where(finite, new, old), updated, state)
+  new_state = state.apply_gradients(grads=grads)
+  finite = (jnp.isfinite(metrics["loss"]) & new_state.opt_state.last_finite
+            & all_finite(new_state.params))
   metrics["finite"] = finite.astype(jnp.float32)
   return new_state, metrics
+
+
+def all_finite(tree) -> jax.Array:
+  """Whether no leaf of ``tree`` holds a NaN or Inf (a boolean scalar)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
+                            for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
 def eval_step(params: Params, batch: Batch, *,

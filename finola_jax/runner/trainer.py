@@ -6,7 +6,8 @@ An experiment is a config (``experiments/configs/``) whose ``task`` names a
 :class:`~finola_jax.train.step.Task`; :func:`train_and_evaluate` builds the
 task, the input pipeline and the state from it, and owns everything around
 the steps of ``finola_jax.train.step``: ``WORKDIR/config.json``, orbax
-checkpoints with automatic resume, the NaN/Inf guard, streaming evaluation,
+checkpoints with automatic resume, the NaN/Inf check, a checkpoint and a
+clean stop on preemption (SIGTERM, ``preemption``), streaming evaluation,
 and the CLU metric writers and pictures (process 0 writes them; every
 process takes part in checkpointing).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ from flax import jax_utils
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import sources
+from finola_jax.runner import preemption
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
@@ -40,7 +42,7 @@ BatchesFn = Callable[[], Iterable[Batch]]
 
 
 class NonFiniteError(FloatingPointError):
-  """Raised when a step produces a NaN or Inf loss or gradient."""
+  """Raised when a step produces a NaN or Inf loss, gradient or parameter."""
 
 
 def train_batches_fn(config: ml_collections.ConfigDict
@@ -152,24 +154,6 @@ def evaluation_config(workdir: str, config: Optional[ml_collections.ConfigDict]
   return config
 
 
-def restore_params(task: step_lib.Task, config: ml_collections.ConfigDict,
-                   workdir: str) -> Tuple[int, step_lib.Params]:
-  """``(step, params)`` of the newest readable checkpoint in ``workdir``.
-
-  The state's shapes come from ``jax.eval_shape``: nothing is initialized.
-  """
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  try:
-    step, state, _ = checkpointing.restore_newest_readable(
-        manager, step_lib.abstract_train_state(task, config))
-  finally:
-    manager.close()
-  if step is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}.")
-  return step, state.params
-
-
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         batches: BatchesFn, tag: str = "eval") -> Dict[str, float]:
   """Evaluates the newest readable checkpoint on ``batches()``; draws the first.
@@ -178,7 +162,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   """
   run_config.check_batch_split(config)
   task = tasks.create_task(config)
-  step, params = restore_params(task, config, workdir)
+  step, params = checkpointing.restore_latest_params(
+      workdir, step_lib.abstract_train_state(task, config))
   steps = step_lib.ParallelSteps(task, config.seed)
   replicated = steps.replicate(params)
   iterator = iter(batches())
@@ -222,6 +207,8 @@ def train_and_evaluate(
       workdir's run; nothing was written.
     NonFiniteError: a step produced NaN/Inf; nothing non-finite was saved and
       the checkpoints already written are kept.
+    preemption.Preempted: a preemption notice (SIGTERM) came; the state was
+      saved at the step named, from which the same call resumes.
   """
   run_config.validate_training(config)
   task = task or tasks.create_task(config)
@@ -247,26 +234,35 @@ def train_and_evaluate(
     report = periodic_actions.ReportProgress(
         num_train_steps=config.steps, writer=writer, every_steps=config.log_every)
     history, previous = [], None
-    for step in range(start_step + 1, config.steps + 1):
-      state, metrics = steps.train(state, next(train_iter))
-      # The previous step's flag: checking it keeps one step in flight.
-      _check_finite(previous, step - 1, manager)
-      previous = metrics
-      history.append(metrics)
-      report(step)
-      if step % config.log_every == 0 or step == config.steps:
-        _check_finite(metrics, step, manager)
-        history = step_lib.unreplicate(history)
-        writer.write_scalars(step, {
-            f"train/{k}": float(np.mean([m[k] for m in history]))
-            for k in history[0] if k != "finite"})
-        history = []
-      if step % config.eval_every == 0 and step != config.steps:
-        _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
-                           workdir, step)
-      if step % config.checkpoint_every == 0 or step == config.steps:
-        _check_finite(metrics, step, manager)
-        checkpointing.save(manager, step, step_lib.unreplicate(state))
+    with preemption.Notice(manager) as notice:
+      for step in range(start_step + 1, config.steps + 1):
+        state, metrics = steps.train(state, next(train_iter))
+        # The previous step's flag: checking it keeps one step in flight.
+        _check_finite(previous, step - 1, manager)
+        previous = metrics
+        history.append(metrics)
+        report(step)
+        preempted = notice.reached(step)
+        logs = step % config.log_every == 0 or step == config.steps or preempted
+        saves = (step % config.checkpoint_every == 0 or step == config.steps
+                 or preempted)
+        if logs or saves:  # Nothing non-finite is logged or saved.
+          _check_finite(metrics, step, manager)
+        if logs:
+          history = step_lib.unreplicate(history)
+          writer.write_scalars(step, {
+              f"train/{k}": float(np.mean([m[k] for m in history]))
+              for k in history[0] if k != "finite"})
+          history = []
+        if (step % config.eval_every == 0 and step != config.steps
+            and not preempted):
+          _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
+                             workdir, step)
+        if saves:
+          checkpointing.save(manager, step, step_lib.unreplicate(state))
+        if preempted:
+          raise preemption.Preempted(step,
+                                     checkpointing.checkpoint_dir(workdir))
     return _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
                               workdir, max(config.steps, start_step))
   finally:
@@ -276,16 +272,19 @@ def train_and_evaluate(
 
 
 def _check_finite(metrics, step: int, manager) -> None:
-  """Raises :class:`NonFiniteError` if ``metrics`` flag a non-finite step."""
+  """Raises :class:`NonFiniteError` if ``metrics`` flag a non-finite step.
+
+  The one check of the step's ``finite`` flag (``step_lib.train_step``).
+  """
   if metrics is None or float(step_lib.unreplicate(metrics["finite"])) == 1.0:
     return
   latest = manager.latest_step()
   kept = (f"the checkpoint at step {latest} is kept" if latest is not None
           else "no checkpoint was written")
   raise NonFiniteError(
-      f"Non-finite loss or gradient at step {step} (loss="
-      f"{float(step_lib.unreplicate(metrics['loss']))}). Training stopped and "
-      f"the state was not updated; {kept}. Try a lower config.learning_rate "
+      f"Non-finite loss, gradient or parameters at step {step} (loss="
+      f"{float(step_lib.unreplicate(metrics['loss']))}). Training stopped "
+      f"without saving that step; {kept}. Try a lower config.learning_rate "
       "or config.precision='float32'.")
 
 

@@ -7,13 +7,17 @@ A training program is ``python3 -m experiments.NAME --workdir=DIR``, with
 the program's own) whose fields ``--config.KEY=VALUE`` overrides. The other
 flags are run-time options, not part of the experiment: ``--eval_only``,
 ``--eval_dir`` and the multi-process ones.
+
+On SIGTERM (preemption) a training program saves a checkpoint at its current
+step and exits with status 0; the same command resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import jax
 import ml_collections
@@ -24,8 +28,9 @@ from etils import epath
 from ml_collections import config_flags
 
 from finola_jax.data import input_pipeline
+from finola_jax.runner import preemption
+from finola_jax.runner import trainer
 from finola_jax.train import run_config
-from finola_jax.train import trainer
 
 FLAGS = flags.FLAGS
 TrainAndEvaluate = Callable[[ml_collections.ConfigDict, str], Dict[str, float]]
@@ -132,12 +137,26 @@ def quiet_library_logs() -> None:
     handler.addFilter(_keep_console_record)
 
 
+@contextlib.contextmanager
+def preemption_ends_cleanly() -> Iterator[None]:
+  """Turns :class:`preemption.Preempted` into a message: the program exits 0.
+
+  The checkpoint is saved; running the same command again resumes.
+  """
+  try:
+    yield
+  except preemption.Preempted as e:
+    logging.warning("%s", e)
+    print(e, flush=True)
+
+
 def training_main(train_and_evaluate: TrainAndEvaluate, argv,
                   flag_values: flags.FlagValues = FLAGS) -> None:
   """A training program's ``main``: trains (or evaluates) and reports.
 
   Config errors become usage errors (before anything is written); a
-  non-finite step stops the program with its message.
+  non-finite step stops the program with its message; a preemption notice
+  (SIGTERM) saves the current step and ends the program with status 0.
   """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -147,26 +166,27 @@ def training_main(train_and_evaluate: TrainAndEvaluate, argv,
   workdir, eval_dir = flag_values.workdir, flag_values.eval_dir
   if eval_dir is not None and not os.path.isdir(eval_dir):
     raise app.UsageError(f"--eval_dir={eval_dir} is not a directory.")
-  try:
-    if flag_values.eval_only:
-      config = trainer.evaluation_config(workdir,
-                                         given_config(workdir, flag_values))
-      metrics = trainer.evaluate_checkpoint(
-          config, workdir, trainer.validation_batches_fn(config))
-    else:
-      config = flag_values.config
-      metrics = train_and_evaluate(config, workdir)
-    print(f"Validation split of {config.dataset!r}: "
-          f"{format_metrics(metrics)}", flush=True)
-    print(f"PNG grids of the evaluation batches: "
-          f"{epath.Path(workdir) / 'images'}", flush=True)
-    if eval_dir is not None:
-      result = trainer.evaluate_directory(config, workdir, eval_dir)
-      count = result.pop("num_images")
-      print(f"{eval_dir}: {format_metrics(result)} over {count} images; "
-            f"written to {epath.Path(workdir) / 'eval.json'}", flush=True)
-  except run_config.ConfigError as e:
-    raise app.UsageError(str(e)) from None
-  except trainer.NonFiniteError as e:
-    logging.error("%s", e)
-    raise SystemExit(f"Stopped: {e}") from None
+  with preemption_ends_cleanly():
+    try:
+      if flag_values.eval_only:
+        config = trainer.evaluation_config(workdir,
+                                           given_config(workdir, flag_values))
+        metrics = trainer.evaluate_checkpoint(
+            config, workdir, trainer.validation_batches_fn(config))
+      else:
+        config = flag_values.config
+        metrics = train_and_evaluate(config, workdir)
+      print(f"Validation split of {config.dataset!r}: "
+            f"{format_metrics(metrics)}", flush=True)
+      print(f"PNG grids of the evaluation batches: "
+            f"{epath.Path(workdir) / 'images'}", flush=True)
+      if eval_dir is not None:
+        result = trainer.evaluate_directory(config, workdir, eval_dir)
+        count = result.pop("num_images")
+        print(f"{eval_dir}: {format_metrics(result)} over {count} images; "
+              f"written to {epath.Path(workdir) / 'eval.json'}", flush=True)
+    except run_config.ConfigError as e:
+      raise app.UsageError(str(e)) from None
+    except trainer.NonFiniteError as e:
+      logging.error("%s", e)
+      raise SystemExit(f"Stopped: {e}") from None
