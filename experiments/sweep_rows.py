@@ -3,7 +3,7 @@
 """One row of the unroll-length sweep: its config and measures (no TensorFlow).
 
 Shared by ``experiments/sweep_unroll.py`` and, on accelerator images without
-TensorFlow, ``experiments/gpu_sweep_check.py``.
+TensorFlow, ``tools/gpu_sweep_check.py``.
 """
 
 from __future__ import annotations

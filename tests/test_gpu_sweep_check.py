@@ -1,33 +1,21 @@
-"""Tests of experiments/gpu_sweep_check.py on a tiny row, on the CPU."""
+"""Tests of tools/gpu_sweep_check.py on a tiny row, on the CPU."""
 
 import argparse
 import json
 import math
+import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from experiments import gpu_sweep_check
 from experiments import sweep_rows
 from experiments.configs import reconstruct as reconstruct_config
-from finola_jax.data import preprocessing
 from finola_jax.data import sources
 from tests import helpers
-
-
-def test_it_copies_the_tf_pipelines_recipe():
-  assert gpu_sweep_check.TRAIN_PHOTOS == sources.EMBEDDED_TRAIN_PHOTOS
-  assert (gpu_sweep_check.STORED_SIZE_FACTOR
-          == preprocessing.IN_MEMORY_STORED_SIZE_FACTOR)
-  assert gpu_sweep_check.CROP_AREA_RANGE == preprocessing.CROP_AREA_RANGE
-  assert (gpu_sweep_check.CROP_ASPECT_RATIO_RANGE
-          == preprocessing.CROP_ASPECT_RATIO_RANGE)
-  assert gpu_sweep_check.COLOUR_GAIN_RANGE == preprocessing.COLOUR_GAIN_RANGE
-  for name in ("stereo_motorcycle", "coins"):  # a tuple; a greyscale photo
-    np.testing.assert_array_equal(gpu_sweep_check.photo(name),
-                                  sources.embedded_photo(name))
+from tools import gpu_sweep_check
 
 
 def test_rows_are_scaled_as_the_sweeps():
@@ -64,7 +52,7 @@ def test_crops_are_images_of_the_stored_photographs():
 def test_a_tiny_row_writes_finite_json(tmp_path, capsys, monkeypatch):
   # Two small photographs (storing all thirteen compiles a resize for
   # each) and the tests' tiny encoder and decoder: quicker to compile.
-  monkeypatch.setattr(gpu_sweep_check, "TRAIN_PHOTOS", ("coins", "page"))
+  monkeypatch.setattr(sources, "EMBEDDED_TRAIN_PHOTOS", ("coins", "page"))
   tiny = helpers.tiny_config()
   monkeypatch.setattr(gpu_sweep_check.reconstruct_config, "get_config",
                       tiny.copy_and_resolve_references)
@@ -112,3 +100,24 @@ def test_a_missing_validation_file_is_refused(tmp_path, capsys):
                           "--rows=8:16:finola"])
   assert "is not a file: write it with --write_validation" in (
       capsys.readouterr().err)
+
+
+def test_it_runs_without_tensorflow():
+  # As on a bare accelerator image: any import of TensorFlow fails. The
+  # photographs and the recipe come from finola_jax.data all the same.
+  code = """if True:
+    import runpy, sys
+    sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None
+    sys.argv = ["gpu_sweep_check.py", "--help"]
+    try:
+      runpy.run_path("tools/gpu_sweep_check.py", run_name="__main__")
+    except SystemExit as e:
+      assert not e.code, e.code
+    from finola_jax.data import sources
+    print(sources.embedded_photo("coins").shape)
+  """
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, cwd=helpers.REPO_ROOT, env=helpers.program_env())
+  assert out.returncode == 0, out.stderr
+  assert "Sweep rows at the paper's map sizes" in out.stdout
+  assert out.stdout.splitlines()[-1] == "(303, 384, 3)"

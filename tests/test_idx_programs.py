@@ -17,6 +17,7 @@ from experiments import pretrain_masked
 from finola_jax.data import idx
 from finola_jax.data import input_pipeline
 from finola_jax.data import labeled
+from finola_jax.data import sources
 from finola_jax.train import run_config
 from tests import helpers
 from tests import test_idx
@@ -142,7 +143,7 @@ def test_bad_idx_files_stop_the_programs_before_they_write(
         f"--config.dataset=idx:{bad}", *FAST_PROBE])
   assert not (tmp_path / "probe").exists()
   os.remove(bad / f"train-{idx.IMAGES}.gz")
-  with pytest.raises(run_config.ConfigError, match="no train-images"):
+  with pytest.raises(sources.DatasetError, match="no train-images"):
     pretrain_masked.train_and_evaluate(
         helpers.tiny_config("pretrain_masked", dataset=f"idx:{bad}"),
         str(tmp_path / "pretrain"))

@@ -446,7 +446,7 @@ def test_invalid_arguments(make, kwargs, message):
 
 @pytest.mark.parametrize("make", [_train, _eval, _labeled])
 def test_unknown_dataset(make):
-  with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
+  with pytest.raises(sources.DatasetError, match="Unknown dataset 'no_such_dataset'"):
     make("no_such_dataset")
 
 
@@ -454,14 +454,14 @@ def test_unknown_dataset(make):
     (_train, "folder:"), (_eval, "folder:"), (_labeled, "folder:"),
     (_directory, "")])
 def test_folder_that_is_not_a_directory(make, prefix, tmp_path):
-  with pytest.raises(ValueError, match="is not a directory"):
+  with pytest.raises(sources.DatasetError, match="is not a directory"):
     make(f"{prefix}{tmp_path}/missing")
 
 
 def test_tfds_without_validation_or_test_split():
   builder = types.SimpleNamespace(
       name="fake", info=types.SimpleNamespace(splits={"train": None}))
-  with pytest.raises(ValueError, match="neither a 'validation' nor a 'test'"):
+  with pytest.raises(sources.DatasetError, match="neither a 'validation' nor a 'test'"):
     sources.validation_split_name(builder)
 
 
@@ -469,25 +469,184 @@ def test_labeled_tfds_needs_image_and_class_label():
   builder = types.SimpleNamespace(
       info=types.SimpleNamespace(features={"image": None}))
   with mock.patch.object(sources, "tfds_builder", return_value=builder):
-    with pytest.raises(ValueError, match="not an image classification"):
+    with pytest.raises(sources.DatasetError, match="not an image classification"):
       _labeled("fake")
 
 
 def test_folder_without_enough_images(tmp_path):
   for make, prefix in ((_train, "folder:"), (_directory, "")):
-    with pytest.raises(ValueError, match="No image files"):
+    with pytest.raises(sources.DatasetError, match="No image files"):
       make(f"{prefix}{tmp_path}")
   helpers.write_png(str(tmp_path / "only.png"), np.zeros((4, 4, 3), np.uint8))
-  with pytest.raises(ValueError, match="at least two"):
+  with pytest.raises(sources.DatasetError, match="at least two"):
     _train(f"folder:{tmp_path}")
 
 
 def test_labeled_folder_needs_two_classes(tmp_path):
   helpers.write_png(str(tmp_path / "cat" / "0.png"), np.zeros((4, 4, 3), np.uint8))
-  with pytest.raises(ValueError, match="at least two"):
+  with pytest.raises(sources.DatasetError, match="at least two"):
     _labeled(f"folder:{tmp_path}")
 
 
 def test_labeled_batches_needs_positive_batch_size():
   with pytest.raises(ValueError, match="batch_size"):
     _labeled(max_examples=4).batches(0)
+
+
+# ------------------------------------------------------------------ sources ---
+
+
+def test_each_kind_is_one_source_class(photo_folder, tmp_path):
+  folder = photo_folder[0]
+  assert isinstance(sources.from_name(data.EMBEDDED), sources.EmbeddedSource)
+  assert isinstance(sources.from_name(data.DIGITS), sources.DigitsSource)
+  for name in (f"folder:{folder}", folder):
+    source = sources.from_name(name)
+    assert isinstance(source, sources.FolderSource)
+    assert source.dataset == f"folder:{folder}"
+  assert isinstance(sources.from_name(f"idx:{tmp_path}"), sources.IdxSource)
+  tfds_source = sources.from_name("cifar10:3.0.2", "/tfds")
+  assert isinstance(tfds_source, sources.TfdsSource)
+  assert (tfds_source.dataset, tfds_source.data_dir) == ("cifar10:3.0.2",
+                                                         "/tfds")
+
+
+def test_a_new_kind_is_one_class_the_pipelines_use():
+  class ConstantSource(sources.Source):
+    """Every training image is one grey level: "constant:LEVEL"."""
+    prefix = "constant:"
+
+    def __init__(self, level):
+      self.level = float(level)
+
+    @property
+    def dataset(self):
+      return f"constant:{self.level}"
+
+    def train_batches(self, *, image_size, layout, **unused_kwargs):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      image = tf.fill([layout.local_batch_size, image_size, image_size, 3],
+                      self.level)
+      return tf.data.Dataset.from_tensors({"image": image}).repeat()
+
+    def eval_examples(self, **unused_kwargs):
+      raise NotImplementedError
+
+  try:
+    [batch] = _train_batches("constant:0.25", num_steps=1,
+                             local_device_count=2)
+    assert batch.shape == (2, 4, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(batch, 0.25)
+    with pytest.raises(sources.DatasetError, match="no labels"):
+      _labeled("constant:0.5")
+    with pytest.raises(TypeError, match="both claim 'constant:'"):
+      type("Again", (ConstantSource,), {"prefix": "constant:"})
+    type("Brighter", (ConstantSource,), {})  # Inherits, claims nothing.
+  finally:
+    del sources.Source._by_prefix["constant:"]  # pylint: disable=protected-access
+
+
+def test_sources_and_recipe_import_without_tensorflow():
+  # None in sys.modules makes any import of TensorFlow fail.
+  code = """if True:
+    import sys
+    sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None
+    import finola_jax.data
+    from finola_jax.data import preprocessing, sources
+    assert sources.embedded_photo("coins").shape == (303, 384, 3)
+    print(len(sources.EMBEDDED_TRAIN_PHOTOS), preprocessing.CROP_AREA_RANGE,
+          preprocessing.COLOUR_GAIN_RANGE,
+          preprocessing.IN_MEMORY_STORED_SIZE_FACTOR,
+          type(sources.from_name(sources.EMBEDDED)).__name__)
+    try:
+      preprocessing.check_image_size(8)
+      preprocessing.resize(None, 1, 1)
+    except ImportError as e:
+      print("ImportError on use:", e)
+  """
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, cwd=helpers.REPO_ROOT)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert lines[0] == (f"{len(sources.EMBEDDED_TRAIN_PHOTOS)} "
+                      f"{preprocessing.CROP_AREA_RANGE} "
+                      f"{preprocessing.COLOUR_GAIN_RANGE} "
+                      f"{preprocessing.IN_MEMORY_STORED_SIZE_FACTOR} "
+                      "EmbeddedSource")
+  assert lines[1].startswith("ImportError on use:") and "tensorflow" in lines[1]
+
+
+def _write_truncated_jpeg(path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), np.uint8)
+  Image.fromarray(image).save(path, "JPEG")
+  with open(path, "rb") as f:
+    encoded = f.read()
+  with open(path, "wb") as f:
+    f.write(encoded[:len(encoded) // 2])
+
+
+@pytest.fixture(scope="module")
+def folder_with_bad_files(tmp_path_factory):
+  """Twelve files: a truncated JPEG at sorted position 3 (training), a text
+  file named like an image at position 9 (held out); PNGs elsewhere."""
+  root = tmp_path_factory.mktemp("bad_files")
+  for i in range(12):
+    path = root / f"img{i:02d}.{'jpg' if i in (3, 9) else 'png'}"
+    if i == 3:
+      _write_truncated_jpeg(path)
+    elif i == 9:
+      path.write_text("not an image")
+    else:
+      helpers.write_png(str(path), np.full((20, 24, 3), 10 * i, np.uint8))
+  return str(root)
+
+
+def _warnings(caplog):
+  return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_undecodable_training_files_are_skipped_and_named(
+    folder_with_bad_files, caplog):
+  batches = _train_batches(f"folder:{folder_with_bad_files}", num_steps=3)
+  assert all(np.isfinite(b).all() and b.shape == (1, 8, SIZE, SIZE, 3)
+             for b in batches)
+  warnings = _warnings(caplog)
+  truncated = os.path.join(folder_with_bad_files, "img03.jpg")
+  assert any(truncated in w and "Invalid JPEG data" in w for w in warnings)
+  assert "Skipped 1 of 11 image files that cannot be decoded." in warnings
+  assert not any("img09" in w for w in warnings)  # Held out: not decoded.
+
+
+def test_undecodable_eval_files_are_skipped_and_named(
+    folder_with_bad_files, caplog):
+  # Every file of the directory is evaluated; the two bad ones are skipped
+  # and the batches padded instead.
+  batches = list(_directory(folder_with_bad_files, process_index=0,
+                            process_count=1, local_device_count=2))
+  assert sorted(_masked_images(batches, "index")) == [
+      i for i in range(12) if i not in (3, 9)]
+  warnings = _warnings(caplog)
+  for name, reason in (("img03.jpg", "Invalid JPEG data"),
+                       ("img09.jpg", "Unknown image file format")):
+    assert any(os.path.join(folder_with_bad_files, name) in w and reason in w
+               for w in warnings), (name, warnings)
+  # The folder source's validation split is img09 alone: nothing is left.
+  caplog.clear()
+  batches = _eval_batches(f"folder:{folder_with_bad_files}",
+                          global_batch_size=2)
+  assert len(batches) == 1 and not batches[0]["mask"].any()
+  assert any("img09.jpg" in w for w in _warnings(caplog))
+
+
+def test_labeled_folder_skips_undecodable_files(tmp_path, caplog):
+  for label in range(2):
+    for i in range(3):
+      helpers.write_png(str(tmp_path / f"class{label}" / f"{i}.png"),
+                        np.full((8, 8, 3), 100 * label, np.uint8))
+  _write_truncated_jpeg(tmp_path / "class1" / "3.jpg")
+  train, validation = (_labeled(f"folder:{tmp_path}", split)
+                       for split in ("train", "validation"))
+  assert train.num_examples + validation.num_examples == 6
+  assert any(str(tmp_path / "class1" / "3.jpg") in w
+             for w in _warnings(caplog))

@@ -134,6 +134,9 @@ COMMAND_LINE_ERRORS = _config_errors(reconstruct, [
 ]) + [
     (reconstruct, ["--eval_dir=/no/such/directory"], app.UsageError,
      "--eval_dir"),
+    (reconstruct, ["--config.dataset=folder:/no/such/folder"], app.UsageError,
+     "config.dataset='folder:/no/such/folder': '/no/such/folder' is not a "
+     "directory"),
     (reconstruct, ["--num_processes=2"], app.UsageError,
      "--coordinator_address"),
     (reconstruct, ["--coordinator_address=localhost:1", "--num_processes=2",

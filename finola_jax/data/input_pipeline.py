@@ -17,65 +17,33 @@ process reads its own shard with seeded shuffling; resuming at step t skips
 t * local_batch records before decoding (see `create_train_iterator`).
 
 Evaluation streams: images are decoded as batches are consumed, and every
-example carries its ``index`` in the evaluated split, whatever the layout.
+example carries its ``index`` in the evaluated split, whatever the layout. A
+file that cannot be decoded is skipped with a warning naming it (its index is
+missing and the last batch has more padding), in training and evaluation
+alike: see `sources.decode_or_skip`.
+
+Dataset problems the user must fix (a missing folder, no images, a bad IDX
+file, an unknown name) raise `sources.DatasetError`.
 """
 
-import functools
-from typing import Iterator, NamedTuple, Sequence
+from __future__ import annotations
 
-import jax
+from typing import Iterator
+
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+from etils import epy
 
-from finola_jax.data import idx
 from finola_jax.data import preprocessing
 from finola_jax.data import sources
+from finola_jax.data.layout import BatchLayout
+from finola_jax.data.layout import batch_layout
 
-# Encoded (not decoded) TFDS records shuffled together: ~1 GB for ImageNet.
-_TFDS_SHUFFLE_BUFFER = 10_000
-# IDX images fitted to the image size this many at a time (bounds the float
-# copy a resize makes).
-_IDX_FIT_CHUNK = 4096
+with epy.lazy_imports():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-
-class BatchLayout(NamedTuple):
-  """How a global batch is split over processes and their local devices."""
-
-  process_index: int
-  process_count: int
-  local_device_count: int
-  per_device_batch_size: int
-
-  @property
-  def local_batch_size(self) -> int:
-    return self.local_device_count * self.per_device_batch_size
-
-
-def batch_layout(global_batch_size: int,
-                 process_index: int | None = None,
-                 process_count: int | None = None,
-                 local_device_count: int | None = None) -> BatchLayout:
-  """Validates the batch split; unset counts come from the running JAX."""
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
-  if local_device_count is None:
-    local_device_count = jax.local_device_count()
-  if process_count < 1 or local_device_count < 1:
-    raise ValueError(
-        f"process_count ({process_count}) and local_device_count "
-        f"({local_device_count}) must be >= 1.")
-  if not 0 <= process_index < process_count:
-    raise ValueError(
-        f"process_index {process_index} is outside [0, {process_count}).")
-  devices = process_count * local_device_count
-  if global_batch_size < 1 or global_batch_size % devices:
-    raise ValueError(
-        f"global_batch_size {global_batch_size} must be a positive multiple of "
-        f"process_count * local_device_count = {process_count} * "
-        f"{local_device_count} = {devices}.")
-  return BatchLayout(process_index, process_count, local_device_count,
-                     global_batch_size // devices)
+__all__ = ("BatchLayout", "batch_eval_examples", "batch_layout",
+           "create_directory_eval_iterator", "create_eval_iterator",
+           "create_train_iterator", "hide_accelerators_from_tensorflow")
 
 
 def hide_accelerators_from_tensorflow() -> None:
@@ -87,151 +55,7 @@ def hide_accelerators_from_tensorflow() -> None:
     pass
 
 
-def _to_device_layout(images: tf.Tensor, layout: BatchLayout) -> tf.Tensor:
-  """[local_batch, ...] -> [local_device_count, per_device_batch, ...]."""
-  return tf.reshape(images, tf.concat(
-      [[layout.local_device_count, layout.per_device_batch_size],
-       tf.shape(images)[1:]], axis=0))
-
-
-def _deterministic_options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  return options
-
-
 # ----------------------------------------------------------------- training ---
-
-
-@functools.cache
-def _embedded_training_images(image_size: int) -> preprocessing.StoredImages:
-  # Cached: resizing the large photographs dominates creating an iterator.
-  return preprocessing.stack_for_training(
-      [sources.embedded_photo(name) for name in sources.EMBEDDED_TRAIN_PHOTOS],
-      image_size)
-
-
-def _in_memory_train_dataset(stored: preprocessing.StoredImages, *,
-                             image_size: int, layout: BatchLayout, seed: int,
-                             start_step: int,
-                             colour_augmentation: bool) -> tf.data.Dataset:
-  """Batches of random crops of stored images, a pure function of (seed, step)."""
-  num_images = len(stored.pixels)
-  global_batch_size = layout.local_batch_size * layout.process_count
-  first_row = layout.process_index * layout.local_batch_size
-
-  def batch_for_step(step):
-    # Row k of this draw belongs to example k of the global batch: every
-    # layout produces the same global batch, each process its own rows. Boxes
-    # are computed for the whole global batch and sliced afterwards because
-    # vectorised float ops can round differently with the tensor length.
-    uniforms = tf.random.stateless_uniform(
-        [global_batch_size, 10], seed=tf.stack([tf.constant(seed, tf.int64), step]))
-    image_index = tf.minimum(
-        tf.cast(uniforms[:, 0] * num_images, tf.int32), num_images - 1)
-    boxes = preprocessing.random_crop_boxes(stored, image_index,
-                                            uniforms[:, 1:6], image_size)
-    rows = slice(first_row, first_row + layout.local_batch_size)
-    crops = preprocessing.crops(stored, boxes[rows], image_index[rows],
-                                image_size)
-    if colour_augmentation:
-      crops = preprocessing.augment_colour(crops, uniforms[rows, 6:])
-    return {"image": _to_device_layout(crops, layout)}
-
-  return tf.data.Dataset.counter(start_step).map(
-      batch_for_step, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def idx_stored_images(images: np.ndarray, image_size: int) -> np.ndarray:
-  """IDX images uint8 ``[N, H, W]`` fitted to uint8 ``[N, S, S]`` (grey).
-
-  Padding keeps the pixels exactly; resized images are rounded back to uint8
-  so that 50,000 of them stay ~50 MB in memory.
-  """
-  fitted = np.concatenate([
-      idx.fit_grey(images[start:start + _IDX_FIT_CHUNK], image_size,
-                   idx.default_fit(images, image_size))
-      for start in range(0, len(images), _IDX_FIT_CHUNK)])
-  return np.round(fitted * 255.0).astype(np.uint8)
-
-
-def _idx_train_dataset(stored: np.ndarray, *, layout: BatchLayout, seed: int,
-                       start_step: int) -> tf.data.Dataset:
-  """Batches of stored greyscale images ``[N, S, S]``, randomly flipped.
-
-  No crops or colour changes: the images are small, centred objects and grey
-  (the colour augmentation of the other sources would make them coloured).
-  Like the other in-memory sources, a pure function of (seed, step) and the
-  same global batch for any layout.
-  """
-  num_images = len(stored)
-  global_batch_size = layout.local_batch_size * layout.process_count
-  rows = slice(layout.process_index * layout.local_batch_size,
-               (layout.process_index + 1) * layout.local_batch_size)
-  pixels = tf.constant(stored)
-
-  def batch_for_step(step):
-    uniforms = tf.random.stateless_uniform(
-        [global_batch_size, 2], seed=tf.stack([tf.constant(seed, tf.int64), step]))
-    image_index = tf.minimum(
-        tf.cast(uniforms[rows, 0] * num_images, tf.int32), num_images - 1)
-    images = tf.gather(pixels, image_index)
-    flip = uniforms[rows, 1] < 0.5
-    images = tf.where(flip[:, None, None], tf.reverse(images, axis=[2]), images)
-    images = tf.repeat(tf.cast(images, tf.float32)[..., None] / 255.0, 3,
-                       axis=-1)
-    return {"image": _to_device_layout(images, layout)}
-
-  return tf.data.Dataset.counter(start_step).map(
-      batch_for_step, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _tfds_train_dataset(name: str, *, data_dir: str | None, image_size: int,
-                        layout: BatchLayout, seed: int, start_step: int,
-                        colour_augmentation: bool) -> tf.data.Dataset:
-  """Shuffled, repeated, augmented batches of this process's shard of "train"."""
-  builder = sources.tfds_builder(name, data_dir)
-  split = tfds.split_for_jax_process(
-      "train", process_index=layout.process_index,
-      process_count=layout.process_count, drop_remainder=True)
-  read_config = tfds.ReadConfig(shuffle_seed=seed,
-                                options=_deterministic_options())
-  encoded = sources.read_tfds_split(
-      builder, split, shuffle_files=True,
-      read_config=read_config).map(lambda ex: ex["image"])
-  batch_size = layout.local_batch_size
-  batch_seed = tf.constant([seed, layout.process_index], tf.int64)
-
-  def decode_and_store(encoded_image):
-    image = preprocessing.store_for_training(
-        sources.decode_image(encoded_image), image_size,
-        preprocessing.TFDS_STORED_SIZE_FACTOR)
-    return image, tf.shape(image)[0], tf.shape(image)[1]
-
-  def augment_batch(step, batch):
-    pixels, heights, widths = batch
-    stored = preprocessing.StoredImages(
-        pixels, tf.cast(heights, tf.float32), tf.cast(widths, tf.float32))
-    uniforms = tf.random.stateless_uniform(
-        [batch_size, 9],
-        seed=tf.random.experimental.stateless_fold_in(batch_seed, step))
-    image_index = tf.range(batch_size)
-    boxes = preprocessing.random_crop_boxes(stored, image_index,
-                                            uniforms[:, :5], image_size)
-    crops = preprocessing.crops(stored, boxes, image_index, image_size)
-    if colour_augmentation:
-      crops = preprocessing.augment_colour(crops, uniforms[:, 5:])
-    return {"image": _to_device_layout(crops, layout)}
-
-  # Skipping happens before decoding: resuming reads, but does not decode,
-  # the skipped records. Images are padded into one tensor per batch so the
-  # batch is augmented by a few ops instead of a few per image.
-  return (encoded.shuffle(_TFDS_SHUFFLE_BUFFER, seed=seed).repeat()
-          .skip(start_step * batch_size)
-          .map(decode_and_store, num_parallel_calls=tf.data.AUTOTUNE)
-          .padded_batch(batch_size, drop_remainder=True)
-          .enumerate(start=start_step)
-          .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def create_train_iterator(
@@ -242,11 +66,12 @@ def create_train_iterator(
     local_device_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented training batches for steps start_step, start_step+1, ...
 
-  Augmentation (IDX sources: random horizontal flip only): random resized crop (area fraction `preprocessing.CROP_AREA_RANGE`, aspect
-  ratio `preprocessing.CROP_ASPECT_RATIO_RANGE`), bilinear resampling from images stored at
-  a few times the output size (antialiased), random horizontal flip and, if
-  `colour_augmentation`, a random channel order and per-channel gains
-  (`preprocessing.COLOUR_GAIN_RANGE`).
+  Augmentation (IDX sources: random horizontal flip only): random resized
+  crop (area fraction `preprocessing.CROP_AREA_RANGE`, aspect ratio
+  `preprocessing.CROP_ASPECT_RATIO_RANGE`), bilinear resampling from images
+  stored at a few times the output size (antialiased), random horizontal
+  flip and, if `colour_augmentation`, a random channel order and per-channel
+  gains (`preprocessing.COLOUR_GAIN_RANGE`).
 
   In-memory sources (embedded, folder) draw images with replacement; their
   global batch at a step is the same for any process/device layout. A folder
@@ -277,33 +102,14 @@ def create_train_iterator(
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
   layout = batch_layout(global_batch_size, process_index, process_count,
                         local_device_count)
-  directory = sources.folder_path(dataset)
-  idx_directory = sources.idx_path(dataset)
-  if idx_directory is not None:
-    images = sources.load_idx(idx_directory, with_labels=False).train_images
-    batches = _idx_train_dataset(idx_stored_images(images, image_size),
-                                 layout=layout, seed=seed,
-                                 start_step=start_step)
-  elif dataset == sources.EMBEDDED or directory is not None:
-    if directory is None:
-      stored = _embedded_training_images(image_size)
-    else:
-      stored = preprocessing.stack_for_training(
-          [sources.decode_image_file(path)
-           for path in sources.folder_split_paths(directory)[0]], image_size)
-    batches = _in_memory_train_dataset(stored, image_size=image_size,
-                                       layout=layout, seed=seed,
-                                       start_step=start_step,
-                                       colour_augmentation=colour_augmentation)
-  else:
-    batches = _tfds_train_dataset(dataset, data_dir=data_dir,
-                                  image_size=image_size, layout=layout,
-                                  seed=seed, start_step=start_step,
-                                  colour_augmentation=colour_augmentation)
-  batches = batches.prefetch(tf.data.AUTOTUNE)
-  return batches.with_options(_deterministic_options()).as_numpy_iterator()
-
-
+  source = sources.from_name(dataset, data_dir)
+  batches = source.train_batches(
+      image_size=image_size, layout=layout, seed=seed, start_step=start_step,
+      colour_augmentation=colour_augmentation)
+  batches = batches.map(
+      lambda batch: {k: layout.to_devices(v) for k, v in batch.items()}
+  ).prefetch(tf.data.AUTOTUNE)
+  return batches.with_options(sources.deterministic_options()).as_numpy_iterator()
 
 
 # --------------------------------------------------------------- evaluation ---
@@ -327,78 +133,10 @@ def batch_eval_examples(examples: tf.data.Dataset, max_share: int,
   batches = (real.concatenate(padding)
              .take(num_batches * layout.local_batch_size)
              .batch(layout.local_batch_size)
-             .map(lambda batch: {k: _to_device_layout(v, layout)
+             .map(lambda batch: {k: layout.to_devices(v)
                                  for k, v in batch.items()})
              .prefetch(tf.data.AUTOTUNE))
-  return batches.with_options(_deterministic_options()).as_numpy_iterator()
-
-
-def _interleaved_share(count: int, layout: BatchLayout) -> np.ndarray:
-  """Indices p, p + P, p + 2P, ... of `count` examples for process p of P."""
-  return np.arange(count)[layout.process_index::layout.process_count]
-
-
-def _file_examples(paths: Sequence[str], layout: BatchLayout,
-                   image_size: int) -> tuple[tf.data.Dataset, int]:
-  """(this process's share of the files, decoded lazily; the largest share)."""
-  share = _interleaved_share(len(paths), layout)
-  files = tf.data.Dataset.from_tensor_slices(
-      {"path": np.array(paths)[share], "index": share.astype(np.int32)})
-  examples = files.map(
-      lambda file: {"image": preprocessing.center_crop_resize(
-          sources.read_image_file(file["path"]), image_size),
-                    "index": file["index"]},
-      num_parallel_calls=tf.data.AUTOTUNE)
-  return examples, -(-len(paths) // layout.process_count)
-
-
-def _embedded_eval_examples(layout: BatchLayout, image_size: int,
-                            max_examples: int | None):
-  """(this process's share of the embedded validation views; largest share)."""
-  images = np.concatenate([
-      preprocessing.centre_and_quadrant_crops(sources.embedded_photo(name),
-                                              image_size)
-      for name in sources.EMBEDDED_VALIDATION_PHOTOS])[:max_examples]
-  share = _interleaved_share(len(images), layout)
-  examples = tf.data.Dataset.from_tensor_slices(
-      {"image": images[share], "index": share.astype(np.int32)})
-  return examples, -(-len(images) // layout.process_count)
-
-
-def _idx_eval_examples(directory: str, layout: BatchLayout, image_size: int,
-                       max_examples: int | None):
-  """(this process's share of the IDX evaluation images; the largest share)."""
-  images = sources.load_idx(directory, with_labels=False).eval_images
-  images = images[:max_examples]
-  share = _interleaved_share(len(images), layout)
-  examples = tf.data.Dataset.from_tensor_slices({
-      "image": idx.to_model_images(images[share], image_size,
-                                   idx.default_fit(images, image_size)),
-      "index": share.astype(np.int32)})
-  return examples, -(-len(images) // layout.process_count)
-
-
-def _tfds_eval_examples(name: str, data_dir: str | None, layout: BatchLayout,
-                        image_size: int, max_examples: int | None):
-  """(this process's shard of the validation split; the largest shard)."""
-  builder = sources.tfds_builder(name, data_dir)
-  split = sources.limit_split(builder, sources.validation_split_name(builder),
-                              max_examples)
-  shards = [tfds.split_for_jax_process(split, process_index=p,
-                                       process_count=layout.process_count)
-            for p in range(layout.process_count)]
-  sizes = [builder.info.splits[shard].num_examples for shard in shards]
-  # Shards are consecutive ranges of the split, in process order.
-  first = sum(sizes[:layout.process_index])
-  examples = sources.read_tfds_split(
-      builder, shards[layout.process_index], shuffle_files=False).enumerate(
-          start=first).map(
-              lambda index, example: {
-                  "image": preprocessing.center_crop_resize(
-                      sources.decode_image(example["image"]), image_size),
-                  "index": tf.cast(index, tf.int32)},
-              num_parallel_calls=tf.data.AUTOTUNE)
-  return examples, max(sizes)
+  return batches.with_options(sources.deterministic_options()).as_numpy_iterator()
 
 
 def create_eval_iterator(
@@ -439,20 +177,8 @@ def create_eval_iterator(
   sources.check_max_examples(max_examples)
   layout = batch_layout(global_batch_size, process_index, process_count,
                         local_device_count)
-  directory = sources.folder_path(dataset)
-  idx_directory = sources.idx_path(dataset)
-  if idx_directory is not None:
-    examples, max_share = _idx_eval_examples(idx_directory, layout, image_size,
-                                             max_examples)
-  elif dataset == sources.EMBEDDED:
-    examples, max_share = _embedded_eval_examples(layout, image_size,
-                                                  max_examples)
-  elif directory is not None:
-    paths = sources.folder_split_paths(directory)[1][:max_examples]
-    examples, max_share = _file_examples(paths, layout, image_size)
-  else:
-    examples, max_share = _tfds_eval_examples(dataset, data_dir, layout,
-                                              image_size, max_examples)
+  examples, max_share = sources.from_name(dataset, data_dir).eval_examples(
+      image_size=image_size, layout=layout, max_examples=max_examples)
   return batch_eval_examples(examples, max_share, layout, image_size)
 
 
@@ -466,12 +192,14 @@ def create_directory_eval_iterator(
   are consumed, so a folder of any size streams through. Batches, shares and
   padding as in `create_eval_iterator`.
 
+  Files that cannot be decoded are skipped with a warning naming each.
+
   Raises:
-    ValueError: `directory` is not a directory or holds no image files.
+    DatasetError: `directory` is not a directory or holds no image files.
   """
   preprocessing.check_image_size(image_size)
   layout = batch_layout(global_batch_size, process_index, process_count,
                         local_device_count)
   paths = sources.list_image_files(directory, recursive=False)
-  examples, max_share = _file_examples(paths, layout, image_size)
+  examples, max_share = sources.file_examples(paths, layout, image_size)
   return batch_eval_examples(examples, max_share, layout, image_size)

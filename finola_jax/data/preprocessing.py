@@ -6,14 +6,21 @@ Training images are stored at a few times the output size (`stack_for_training`
 / `store_for_training`) and cropped by `random_crop_boxes` + `crops` (random
 resized crop with flips, bilinear) and `augment_colour`; evaluation images are
 the centred square, resized (`center_crop_resize`).
+
+TensorFlow is imported on first use: the recipe's constants need none.
 """
+
+from __future__ import annotations
 
 import itertools
 import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import tensorflow as tf
+from etils import epy
+
+with epy.lazy_imports():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 # Random resized crop: the crop covers this fraction of the source image's area
 # and has a width/height ratio in this range (Inception-style).
@@ -25,7 +32,7 @@ CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 # photographs are greyscale; without it a model learns their palette and
 # reconstructs unseen colours worse than their mean (see the README).
 COLOUR_GAIN_RANGE = (0.7, 1.3)
-_CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
+CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
 
 # Training images are resized once (antialiased) so their shorter side is this
 # multiple of the output size; a batch is then resampled by one
@@ -194,9 +201,9 @@ def augment_colour(images: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
   Returns:
     float32 [B, S, S, 3] in [0, 1].
   """
-  count = len(_CHANNEL_PERMUTATIONS)
+  count = len(CHANNEL_PERMUTATIONS)
   choice = tf.minimum(tf.cast(uniforms[:, 0] * count, tf.int32), count - 1)
-  permutation = tf.gather(tf.constant(_CHANNEL_PERMUTATIONS), choice)
+  permutation = tf.gather(tf.constant(CHANNEL_PERMUTATIONS), choice)
   images = tf.gather(images, permutation, axis=3, batch_dims=1)
   low, high = COLOUR_GAIN_RANGE
   gains = low + (high - low) * uniforms[:, 1:]

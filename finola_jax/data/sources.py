@@ -1,35 +1,63 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""Image sources: the embedded photographs, folders, IDX files and TFDS datasets.
+"""Image sources: one class per kind of dataset, chosen once by `from_name`.
 
 Dataset names understood by the pipelines (`input_pipeline`, `labeled`):
 
-* ``"embedded"`` (`EMBEDDED`): photographs bundled with scikit-image, needs no
-  network and no files. A handful of photos, so it suits smoke tests and small
-  runs, not representation learning at scale.
-* ``"folder:/some/dir"`` or the path of an existing directory: every image file
-  under it (recursively).
-* ``"idx:/some/dir"``: MNIST-family IDX files (`finola_jax.data.idx`: train on
-  ``train-*``, score on ``t10k-*`` or, without it, a held-out sixth of
-  ``train-*``), greyscale repeated in three channels and padded to the image
-  size when they fit, else resized (`idx.default_fit`).
-* anything else: a TFDS dataset name, optionally versioned
+* ``"embedded"`` (`EMBEDDED`, `EmbeddedSource`): photographs bundled with
+  scikit-image, needs no network and no files. A handful of photos, so it
+  suits smoke tests and small runs, not representation learning at scale. No
+  labels.
+* ``"digits"`` (`DIGITS`, `DigitsSource`): scikit-learn's bundled 8x8
+  handwritten digits (1797 images, 10 classes), upscaled and made RGB. Labeled
+  splits only (for probing).
+* ``"folder:/some/dir"`` or the path of an existing directory
+  (`FolderSource`): every image file under it (recursively); its labeled
+  splits take one subfolder per class. A file that cannot be decoded (a
+  truncated JPEG, a text file named ``.png``) is skipped with a warning that
+  names it.
+* ``"idx:/some/dir"`` (`IdxSource`): MNIST-family IDX files
+  (`finola_jax.data.idx`: train on ``train-*``, score on ``t10k-*`` or,
+  without it, a held-out sixth of ``train-*``), greyscale repeated in three
+  channels and padded to the image size when they fit, else resized
+  (`idx.default_fit`).
+* anything else (`TfdsSource`): a TFDS dataset name, optionally versioned
   (``"imagenet2012"``, ``"cifar10:3.0.2"``), read from ``data_dir``.
 
-This module finds and decodes images; `preprocessing` resizes and augments
-them and `input_pipeline` batches them.
+A kind is a subclass of `Source` with a `Source.name` (a whole dataset name)
+or a `Source.prefix` (``"prefix:ARGUMENT"``); defining the class registers it
+with `from_name`. The pipelines call its methods and never ask which kind
+they hold.
+
+TensorFlow is imported on first use: the photograph lists, `embedded_photo`
+and the module itself work without it.
 """
 
+from __future__ import annotations
+
+import abc
+import dataclasses
 import functools
 import os
+import re
+from typing import Callable, ClassVar, Iterator
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+from absl import logging
+from etils import epy
 
 from finola_jax.data import idx
+from finola_jax.data import preprocessing
+from finola_jax.data.layout import BatchLayout
+
+with epy.lazy_imports():
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  # pylint: enable=g-import-not-at-top
 
 EMBEDDED = "embedded"
+DIGITS = "digits"
 FOLDER_PREFIX = "folder:"
 IDX_PREFIX = "idx:"
 
@@ -64,67 +92,30 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 # A folder source holds out the files at sorted positions 9, 19, 29, ...
 FOLDER_HOLDOUT_EVERY = 10
 
+SPLITS = ("train", "validation")
+# Labeled sources that split by holding out call their scored split this in
+# `LabeledArrays.eval_split`.
+VALIDATION = "validation"
+# In-memory labeled sources hold out, per class, the examples at positions 4,
+# 9, 14, ... of the class's sorted list: 20 %.
+LABELED_HOLDOUT_EVERY = 5
+
+# Encoded (not decoded) TFDS records shuffled together: ~1 GB for ImageNet.
+_TFDS_SHUFFLE_BUFFER = 10_000
+# IDX images fitted to the image size this many at a time (bounds the float
+# copy a resize makes).
+_IDX_FIT_CHUNK = 4096
+
+
+class DatasetError(ValueError):
+  """A dataset the user must fix: a missing folder, no images, a bad IDX file,
+  an unknown name. Raised before a run writes anything (`Source.check`)."""
+
 
 def check_max_examples(max_examples: int | None) -> None:
   """Raises ValueError unless max_examples is None or >= 1."""
   if max_examples is not None and max_examples < 1:
     raise ValueError(f"max_examples must be >= 1 or None, got {max_examples}.")
-
-
-def folder_path(dataset: str) -> str | None:
-  """The directory `dataset` names ("folder:DIR" or an existing DIR), else None.
-
-  Raises:
-    ValueError: "folder:DIR" where DIR is not a directory.
-  """
-  if dataset.startswith(FOLDER_PREFIX):
-    directory = dataset[len(FOLDER_PREFIX):]
-    if not os.path.isdir(directory):
-      raise ValueError(f"Dataset {dataset!r}: {directory!r} is not a directory.")
-    return directory
-  return dataset if os.path.isdir(dataset) else None
-
-
-def idx_path(dataset: str) -> str | None:
-  """The directory `dataset` names ("idx:DIR"), else None.
-
-  Raises:
-    ValueError: "idx:DIR" where DIR is not a directory.
-  """
-  if not dataset.startswith(IDX_PREFIX):
-    return None
-  directory = dataset[len(IDX_PREFIX):]
-  if not os.path.isdir(directory):
-    raise ValueError(f"Dataset {dataset!r}: {directory!r} is not a directory.")
-  return directory
-
-
-@functools.lru_cache(maxsize=2)
-def load_idx(directory: str, with_labels: bool) -> idx.IdxDataset:
-  """`idx.load` of the reported splits, cached: a run reads its files once.
-
-  Raises:
-    idx.IdxError: a missing or malformed file (a ValueError).
-  """
-  return idx.load(directory, with_labels=with_labels)
-
-
-def list_image_files(directory: str, *, recursive: bool) -> list[str]:
-  """Image files in `directory`, sorted by path; raises if there are none."""
-  if not os.path.isdir(directory):
-    raise ValueError(f"{directory!r} is not a directory.")
-  if recursive:
-    paths = [os.path.join(root, name)
-             for root, _, names in os.walk(directory) for name in names]
-  else:
-    paths = [os.path.join(directory, name) for name in os.listdir(directory)]
-  paths = sorted(path for path in paths
-                 if path.lower().endswith(IMAGE_EXTENSIONS)
-                 and os.path.isfile(path))
-  if not paths:
-    raise ValueError(
-        f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in {directory!r}.")
-  return paths
 
 
 def holdout_positions(count: int, every: int) -> list[int]:
@@ -138,21 +129,6 @@ def holdout_positions(count: int, every: int) -> list[int]:
   if not positions and count >= 2:
     positions = [count - 1]
   return positions
-
-
-def decode_image_file(path: str) -> np.ndarray:
-  """The image at `path` as uint8 [H, W, 3] (greyscale repeated, alpha dropped)."""
-  return read_image_file(tf.constant(path)).numpy()
-
-
-def read_image_file(path: tf.Tensor) -> tf.Tensor:
-  """`decode_image_file` inside tf.data: a path tensor -> uint8 [H, W, 3]."""
-  return decode_image(tf.io.read_file(path))
-
-
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-  """Encoded image bytes -> uint8 [H, W, 3] (greyscale repeated, alpha dropped)."""
-  return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
 @functools.cache
@@ -169,20 +145,594 @@ def embedded_photo(name: str) -> np.ndarray:
   return photo[..., :3]
 
 
-def folder_split_paths(directory: str) -> tuple[list[str], list[str]]:
-  """(train, validation) image paths of a folder source.
+# ------------------------------------------------------------ image files ---
 
-  Validation is the files at sorted positions `holdout_positions(count,
-  FOLDER_HOLDOUT_EVERY)`: one in ten, at least one.
+
+def list_image_files(directory: str, *, recursive: bool) -> list[str]:
+  """Image files in `directory`, sorted by path.
+
+  Raises:
+    DatasetError: `directory` is not a directory or holds no image files.
   """
-  paths = list_image_files(directory, recursive=True)
-  if len(paths) < 2:
-    raise ValueError(
-        f"{directory!r} holds one image; a folder source needs at least two "
-        "(one is held out for validation).")
-  held_out = set(holdout_positions(len(paths), FOLDER_HOLDOUT_EVERY))
-  return ([p for i, p in enumerate(paths) if i not in held_out],
-          [paths[i] for i in sorted(held_out)])
+  if not os.path.isdir(directory):
+    raise DatasetError(f"{directory!r} is not a directory.")
+  if recursive:
+    paths = [os.path.join(root, name)
+             for root, _, names in os.walk(directory) for name in names]
+  else:
+    paths = [os.path.join(directory, name) for name in os.listdir(directory)]
+  paths = sorted(path for path in paths
+                 if path.lower().endswith(IMAGE_EXTENSIONS)
+                 and os.path.isfile(path))
+  if not paths:
+    raise DatasetError(
+        f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in {directory!r}.")
+  return paths
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+  """Encoded image bytes -> uint8 [H, W, 3] (greyscale repeated, alpha dropped)."""
+  return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def decode_image_file(path: str) -> np.ndarray:
+  """The image at `path` as uint8 [H, W, 3] (greyscale repeated, alpha dropped).
+
+  Raises:
+    tf.errors.OpError: the file cannot be read or decoded.
+  """
+  return decode_image(tf.io.read_file(path)).numpy()
+
+
+def decode_or_skip(path: str) -> np.ndarray | None:
+  """`decode_image_file`, or None with a warning naming a file it cannot decode.
+
+  Bad files are skipped rather than checked up front: a truncated JPEG has a
+  good header, so only a full decode finds it, and the pipeline decodes each
+  file anyway. Which files are skipped depends on the files alone, so every
+  process skips the same ones.
+  """
+  try:
+    return decode_image_file(path)
+  except tf.errors.OpError as e:
+    # TensorFlow wraps the decoder's words in the op's name and device.
+    reason = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", e.message).strip()
+    logging.warning("Skipping %s: it cannot be decoded as an image (%s).",
+                    path, reason)
+    return None
+
+
+def decode_files(paths: list[str]) -> tuple[list[np.ndarray], list[int]]:
+  """(the decodable images of `paths`, their positions); logs how many failed."""
+  images, kept = [], []
+  for position, path in enumerate(paths):
+    image = decode_or_skip(path)
+    if image is not None:
+      images.append(image)
+      kept.append(position)
+  if len(kept) < len(paths):
+    logging.warning("Skipped %d of %d image files that cannot be decoded.",
+                    len(paths) - len(kept), len(paths))
+  return images, kept
+
+
+def _decode_in_stream(path: tf.Tensor) -> np.ndarray:
+  """`decode_or_skip` inside tf.data; an empty [0, 0, 3] image for a bad file."""
+  image = decode_or_skip(path.numpy().decode())
+  return np.zeros((0, 0, 3), np.uint8) if image is None else image
+
+
+def file_examples(paths: list[str], layout: BatchLayout,
+                  image_size: int) -> tuple[tf.data.Dataset, int]:
+  """(this process's share of the files, decoded lazily; the largest share).
+
+  Examples are {"image": float32 [S, S, 3] (centre square, resized), "index":
+  int32 [] (position in `paths`)}; undecodable files are skipped (their
+  index is missing, and the batches are padded instead).
+  """
+  share = layout.interleaved_share(len(paths))
+  files = tf.data.Dataset.from_tensor_slices(
+      {"path": np.array(paths)[share], "index": share.astype(np.int32)})
+
+  def decode(file):
+    image = tf.py_function(_decode_in_stream, [file["path"]], tf.uint8)
+    image.set_shape([None, None, 3])
+    return {"image": image, "index": file["index"]}
+
+  examples = (files.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+              .filter(lambda example: tf.size(example["image"]) > 0)
+              .map(lambda example: dict(
+                  example, image=preprocessing.center_crop_resize(
+                      example["image"], image_size)),
+                   num_parallel_calls=tf.data.AUTOTUNE))
+  return examples, layout.largest_share(len(paths))
+
+
+# ---------------------------------------------------------- labeled splits ---
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledSplit:
+  """One split of a labeled dataset.
+
+  Attributes:
+    num_classes: labels are in [0, num_classes).
+    num_examples: examples in one pass.
+    dataset_fn: builds a tf.data.Dataset with one pass over the examples,
+      {"image": float32 [S, S, 3] in [0, 1], "label": int32 []}, in a fixed
+      order. Use `batches` unless you need tf.data.
+  """
+
+  num_classes: int
+  num_examples: int
+  dataset_fn: Callable[[], tf.data.Dataset]
+
+  def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """One pass: {"image": float32 [b, S, S, 3], "label": int32 [b]}.
+
+    b is `batch_size` except in a smaller last batch (no padding).
+    """
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    return self.dataset_fn().batch(batch_size).prefetch(
+        tf.data.AUTOTUNE).as_numpy_iterator()
+
+  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 [N, S, S, 3], labels int32 [N]) of one pass."""
+    batches = list(self.batches(256))
+    return (np.concatenate([b["image"] for b in batches]),
+            np.concatenate([b["label"] for b in batches]))
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledArrays:
+  """Both splits of a labeled dataset, in memory.
+
+  Attributes:
+    train_inputs: stored training examples ``[N, ...]``: uint8 ``[N, H, W]``
+      for IDX sources, float32 images ``[N, S, S, 3]`` otherwise.
+    train_labels: int32 ``[N]``.
+    eval_inputs: stored evaluation examples ``[M, ...]``.
+    eval_labels: int32 ``[M]``.
+    num_classes: labels are in [0, num_classes).
+    eval_split: what is scored: ``"t10k"`` or ``"holdout"`` (IDX, see
+      `idx.load`), else `VALIDATION`.
+    prepare: stored examples ``[b, ...]`` → float32 images ``[b, S, S, 3]``
+      in [0, 1].
+  """
+  train_inputs: np.ndarray
+  train_labels: np.ndarray
+  eval_inputs: np.ndarray
+  eval_labels: np.ndarray
+  num_classes: int
+  eval_split: str
+  prepare: Callable[[np.ndarray], np.ndarray]
+
+
+def _already_images(images: np.ndarray) -> np.ndarray:
+  """`LabeledArrays.prepare` of sources stored as float32 images."""
+  return images
+
+
+def in_memory_labeled_split(images: np.ndarray, labels: np.ndarray,
+                            num_classes: int, split: str,
+                            max_examples: int | None) -> LabeledSplit:
+  """Holds out every `LABELED_HOLDOUT_EVERY`-th example of each class.
+
+  Args:
+    images: float32 [N, S, S, 3], in any order; each split keeps it.
+    labels: int [N].
+    num_classes: number of classes.
+    split: "train" or "validation".
+    max_examples: keep only the first this many examples of the split.
+  """
+  held_out = np.zeros(len(labels), bool)
+  for label in range(num_classes):
+    members = np.flatnonzero(labels == label)
+    held_out[members[holdout_positions(len(members),
+                                       LABELED_HOLDOUT_EVERY)]] = True
+  chosen = np.flatnonzero(held_out if split == VALIDATION else ~held_out)
+  chosen = chosen[:max_examples]
+  examples = {"image": images[chosen].astype(np.float32),
+              "label": labels[chosen].astype(np.int32)}
+  return LabeledSplit(
+      num_classes=num_classes, num_examples=len(chosen),
+      dataset_fn=lambda: tf.data.Dataset.from_tensor_slices(examples))
+
+
+# ------------------------------------------------------- in-memory batches ---
+
+
+def in_memory_train_batches(stored: preprocessing.StoredImages, *,
+                            image_size: int, layout: BatchLayout, seed: int,
+                            start_step: int,
+                            colour_augmentation: bool) -> tf.data.Dataset:
+  """Batches of random crops of stored images, a pure function of (seed, step).
+
+  Returns {"image": float32 [local_batch, S, S, 3]} for steps start_step, ...
+  """
+  num_images = len(stored.pixels)
+
+  def batch_for_step(step):
+    # Row k of this draw belongs to example k of the global batch: every
+    # layout produces the same global batch, each process its own rows. Boxes
+    # are computed for the whole global batch and sliced afterwards because
+    # vectorised float ops can round differently with the tensor length.
+    uniforms = tf.random.stateless_uniform(
+        [layout.global_batch_size, 10],
+        seed=tf.stack([tf.constant(seed, tf.int64), step]))
+    image_index = tf.minimum(
+        tf.cast(uniforms[:, 0] * num_images, tf.int32), num_images - 1)
+    boxes = preprocessing.random_crop_boxes(stored, image_index,
+                                            uniforms[:, 1:6], image_size)
+    rows = layout.local_rows
+    crops = preprocessing.crops(stored, boxes[rows], image_index[rows],
+                                image_size)
+    if colour_augmentation:
+      crops = preprocessing.augment_colour(crops, uniforms[rows, 6:])
+    return {"image": crops}
+
+  return tf.data.Dataset.counter(start_step).map(
+      batch_for_step, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def in_memory_eval_examples(images: np.ndarray, layout: BatchLayout
+                            ) -> tuple[tf.data.Dataset, int]:
+  """(this process's interleaved share of images [N, S, S, 3]; largest share)."""
+  share = layout.interleaved_share(len(images))
+  examples = tf.data.Dataset.from_tensor_slices(
+      {"image": images[share], "index": share.astype(np.int32)})
+  return examples, layout.largest_share(len(images))
+
+
+# ------------------------------------------------------------- interface ---
+
+
+class Source(abc.ABC):
+  """A kind of dataset: where its images come from and how they are split.
+
+  Subclasses set `name` (the dataset string is exactly it) or `prefix` (the
+  dataset string is ``prefix + argument``; the class is built with the
+  argument) and are registered with `from_name` when defined. A method a
+  kind cannot serve raises `DatasetError`.
+  """
+
+  name: ClassVar[str | None] = None
+  prefix: ClassVar[str | None] = None
+  _by_name: ClassVar[dict[str, type[Source]]] = {}
+  _by_prefix: ClassVar[dict[str, type[Source]]] = {}
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    # Only what the class itself declares: a subclass of a kind is not the
+    # same kind again.
+    for key, registry in ((cls.__dict__.get("name"), Source._by_name),
+                          (cls.__dict__.get("prefix"), Source._by_prefix)):
+      if key is not None:
+        if key in registry:
+          raise TypeError(f"{cls.__name__} and {registry[key].__name__} both "
+                          f"claim {key!r}.")
+        registry[key] = cls
+
+  @property
+  @abc.abstractmethod
+  def dataset(self) -> str:
+    """The dataset string this source was made from."""
+
+  def check(self) -> None:
+    """Cheap checks a run makes before it writes anything.
+
+    Raises:
+      DatasetError: what the user must fix, named.
+    """
+
+  @abc.abstractmethod
+  def train_batches(self, *, image_size: int, layout: BatchLayout, seed: int,
+                    start_step: int,
+                    colour_augmentation: bool) -> tf.data.Dataset:
+    """Endless augmented batches {"image": float32 [local_batch, S, S, 3]}.
+
+    The batch at step t (the first is `start_step`) is a function of (seed,
+    t) and of `layout` as `input_pipeline`'s module doc describes.
+    """
+
+  @abc.abstractmethod
+  def eval_examples(self, *, image_size: int, layout: BatchLayout,
+                    max_examples: int | None) -> tuple[tf.data.Dataset, int]:
+    """This process's share of the validation split, and the largest share.
+
+    Examples are {"image": float32 [S, S, 3] in [0, 1], "index": int32 []},
+    index the position in the split (of its first `max_examples`).
+    """
+
+  def labeled_split(self, split: str, *, image_size: int,
+                    max_examples: int | None) -> LabeledSplit:
+    """A split ("train" or "validation") of the labeled dataset, for probing."""
+    del split, image_size, max_examples
+    raise DatasetError(
+        f"{self.dataset!r} has no labels; use {DIGITS!r}, a "
+        "class-per-subfolder directory or a labeled TFDS dataset.")
+
+  def labeled_arrays(self, *, image_size: int,
+                     max_examples: int | None) -> LabeledArrays:
+    """Both labeled splits in memory (see `LabeledArrays`)."""
+    train, validation = (self.labeled_split(
+        split, image_size=image_size, max_examples=max_examples)
+                         for split in SPLITS)
+    return LabeledArrays(*train.arrays(), *validation.arrays(),
+                         train.num_classes, VALIDATION, _already_images)
+
+
+def from_name(dataset: str, data_dir: str | None = None) -> Source:
+  """The source `dataset` names (see the module doc); `data_dir` is TFDS's.
+
+  Raises:
+    DatasetError: a prefixed name whose argument is unusable (e.g.
+      "folder:DIR" where DIR is not a directory).
+  """
+  if dataset in Source._by_name:
+    return Source._by_name[dataset]()
+  for prefix, kind in Source._by_prefix.items():
+    if dataset.startswith(prefix):
+      return kind(dataset[len(prefix):])
+  if os.path.isdir(dataset):
+    return FolderSource(dataset)
+  return TfdsSource(dataset, data_dir)
+
+
+# ----------------------------------------------------------------- kinds ---
+
+
+@functools.cache
+def _embedded_training_images(image_size: int) -> preprocessing.StoredImages:
+  # Cached: resizing the large photographs dominates creating an iterator.
+  return preprocessing.stack_for_training(
+      [embedded_photo(name) for name in EMBEDDED_TRAIN_PHOTOS], image_size)
+
+
+class EmbeddedSource(Source):
+  """The bundled photographs: `EMBEDDED_TRAIN_PHOTOS` for training, and each
+  of `EMBEDDED_VALIDATION_PHOTOS`' centre square and its quadrants (15 views)
+  for validation."""
+
+  name = EMBEDDED
+
+  @property
+  def dataset(self) -> str:
+    return EMBEDDED
+
+  def train_batches(self, *, image_size, layout, seed, start_step,
+                    colour_augmentation):
+    return in_memory_train_batches(
+        _embedded_training_images(image_size), image_size=image_size,
+        layout=layout, seed=seed, start_step=start_step,
+        colour_augmentation=colour_augmentation)
+
+  def eval_examples(self, *, image_size, layout, max_examples):
+    images = np.concatenate([
+        preprocessing.centre_and_quadrant_crops(embedded_photo(name),
+                                                image_size)
+        for name in EMBEDDED_VALIDATION_PHOTOS])[:max_examples]
+    return in_memory_eval_examples(images, layout)
+
+
+class DigitsSource(Source):
+  """scikit-learn's 8x8 digits, labeled: for probing only."""
+
+  name = DIGITS
+
+  @property
+  def dataset(self) -> str:
+    return DIGITS
+
+  def _no_images(self):
+    return DatasetError(f"{DIGITS!r} is a labeled dataset for probing; it "
+                        "serves no training or evaluation images.")
+
+  def train_batches(self, **unused_kwargs):
+    raise self._no_images()
+
+  def eval_examples(self, **unused_kwargs):
+    raise self._no_images()
+
+  def labeled_split(self, split, *, image_size, max_examples):
+    # Imported here: only this source needs scikit-learn.
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
+    digits = datasets.load_digits()
+    images = digits.images[..., None].astype(np.float32) / 16.0  # 0..16.
+    images = tf.image.resize(images, [image_size, image_size],
+                             method="bilinear", antialias=True).numpy()
+    return in_memory_labeled_split(np.repeat(images, 3, axis=-1),
+                                   digits.target, len(digits.target_names),
+                                   split, max_examples)
+
+
+class FolderSource(Source):
+  """Image files under a directory, recursively, in sorted path order.
+
+  Training and validation: the files at sorted positions 9, 19, 29, ...
+  (`FOLDER_HOLDOUT_EVERY`; at least one) are the validation split, the others
+  are decoded into memory for training (`preprocessing.stack_for_training`).
+  Labeled splits: one subfolder per class. Undecodable files are skipped with
+  a warning naming each (`decode_or_skip`).
+  """
+
+  prefix = FOLDER_PREFIX
+
+  def __init__(self, directory: str):
+    if not os.path.isdir(directory):
+      raise DatasetError(f"{directory!r} is not a directory.")
+    self.directory = directory
+
+  @property
+  def dataset(self) -> str:
+    return FOLDER_PREFIX + self.directory
+
+  def check(self):
+    self.split_paths()
+
+  def split_paths(self) -> tuple[list[str], list[str]]:
+    """(train, validation) image paths."""
+    paths = list_image_files(self.directory, recursive=True)
+    if len(paths) < 2:
+      raise DatasetError(
+          f"{self.directory!r} holds one image; a folder source needs at least "
+          "two (one is held out for validation).")
+    held_out = set(holdout_positions(len(paths), FOLDER_HOLDOUT_EVERY))
+    return ([p for i, p in enumerate(paths) if i not in held_out],
+            [paths[i] for i in sorted(held_out)])
+
+  def train_batches(self, *, image_size, layout, seed, start_step,
+                    colour_augmentation):
+    images, _ = decode_files(self.split_paths()[0])
+    if not images:
+      raise DatasetError(
+          f"No training image in {self.directory!r} can be decoded.")
+    return in_memory_train_batches(
+        preprocessing.stack_for_training(images, image_size),
+        image_size=image_size, layout=layout, seed=seed, start_step=start_step,
+        colour_augmentation=colour_augmentation)
+
+  def eval_examples(self, *, image_size, layout, max_examples):
+    return file_examples(self.split_paths()[1][:max_examples], layout,
+                         image_size)
+
+  def labeled_split(self, split, *, image_size, max_examples):
+    subfolders = sorted(name for name in os.listdir(self.directory)
+                        if os.path.isdir(os.path.join(self.directory, name)))
+    if len(subfolders) < 2:
+      raise DatasetError(
+          f"{self.directory!r} has {len(subfolders)} class subfolder(s); a "
+          "labeled folder needs at least two (one per class).")
+    paths, labels = [], []
+    for label, name in enumerate(subfolders):
+      class_paths = list_image_files(os.path.join(self.directory, name),
+                                     recursive=True)
+      paths += class_paths
+      labels += [label] * len(class_paths)
+    images, kept = decode_files(paths)
+    if not images:
+      raise DatasetError(f"No image in {self.directory!r} can be decoded.")
+    images = np.stack([preprocessing.center_crop_resize(image,
+                                                        image_size).numpy()
+                       for image in images])
+    return in_memory_labeled_split(images, np.array(labels)[kept],
+                                   len(subfolders), split, max_examples)
+
+
+@functools.lru_cache(maxsize=2)
+def load_idx(directory: str, with_labels: bool) -> idx.IdxDataset:
+  """`idx.load` of the reported splits, cached: a run reads its files once.
+
+  Raises:
+    DatasetError: a missing or malformed file (`idx.IdxError`'s message).
+  """
+  try:
+    return idx.load(directory, with_labels=with_labels)
+  except idx.IdxError as e:
+    raise DatasetError(str(e)) from e
+
+
+def idx_stored_images(images: np.ndarray, image_size: int) -> np.ndarray:
+  """IDX images uint8 ``[N, H, W]`` fitted to uint8 ``[N, S, S]`` (grey).
+
+  Padding keeps the pixels exactly; resized images are rounded back to uint8
+  so that 50,000 of them stay ~50 MB in memory.
+  """
+  fitted = np.concatenate([
+      idx.fit_grey(images[start:start + _IDX_FIT_CHUNK], image_size,
+                   idx.default_fit(images, image_size))
+      for start in range(0, len(images), _IDX_FIT_CHUNK)])
+  return np.round(fitted * 255.0).astype(np.uint8)
+
+
+class IdxSource(Source):
+  """MNIST-family IDX files in a directory (`idx.load`'s splits), in memory.
+
+  Training batches are randomly flipped images, no crops or colour changes:
+  the images are small, centred objects and grey (the colour augmentation of
+  the other sources would make them coloured).
+  """
+
+  prefix = IDX_PREFIX
+
+  def __init__(self, directory: str):
+    if not os.path.isdir(directory):
+      raise DatasetError(f"{directory!r} is not a directory.")
+    self.directory = directory
+
+  @property
+  def dataset(self) -> str:
+    return IDX_PREFIX + self.directory
+
+  def check(self):
+    load_idx(self.directory, with_labels=False)
+
+  def train_batches(self, *, image_size, layout, seed, start_step,
+                    colour_augmentation):
+    del colour_augmentation  # Grey images stay grey.
+    images = load_idx(self.directory, with_labels=False).train_images
+    pixels = tf.constant(idx_stored_images(images, image_size))
+    num_images = len(images)
+
+    def batch_for_step(step):
+      # As for the other in-memory sources: rows of one global draw.
+      uniforms = tf.random.stateless_uniform(
+          [layout.global_batch_size, 2],
+          seed=tf.stack([tf.constant(seed, tf.int64), step]))
+      rows = layout.local_rows
+      image_index = tf.minimum(
+          tf.cast(uniforms[rows, 0] * num_images, tf.int32), num_images - 1)
+      chosen = tf.gather(pixels, image_index)
+      flip = uniforms[rows, 1] < 0.5
+      chosen = tf.where(flip[:, None, None], tf.reverse(chosen, axis=[2]),
+                        chosen)
+      return {"image": tf.repeat(
+          tf.cast(chosen, tf.float32)[..., None] / 255.0, 3, axis=-1)}
+
+    return tf.data.Dataset.counter(start_step).map(
+        batch_for_step, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def eval_examples(self, *, image_size, layout, max_examples):
+    images = load_idx(self.directory, with_labels=False).eval_images
+    images = images[:max_examples]
+    share = layout.interleaved_share(len(images))
+    examples = tf.data.Dataset.from_tensor_slices({
+        "image": idx.to_model_images(images[share], image_size,
+                                     idx.default_fit(images, image_size)),
+        "index": share.astype(np.int32)})
+    return examples, layout.largest_share(len(images))
+
+  def labeled_split(self, split, *, image_size, max_examples):
+    raise DatasetError(f"{self.dataset!r}: IDX datasets are read whole into "
+                       "memory; use load_labeled_arrays.")
+
+  def labeled_arrays(self, *, image_size, max_examples):
+    data = load_idx(self.directory, with_labels=True)
+    prepare = functools.partial(
+        idx.to_model_images, image_size=image_size,
+        fit=idx.default_fit(data.train_images, image_size))
+    return LabeledArrays(
+        data.train_images[:max_examples], data.train_labels[:max_examples],
+        data.eval_images[:max_examples], data.eval_labels[:max_examples],
+        data.num_classes, data.eval_split, prepare)
+
+
+def known_tfds_builder(name: str,
+                       data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The TFDS builder for `name` ("name" or "name:version"), not prepared.
+
+  Raises:
+    DatasetError: TFDS knows no dataset `name`.
+  """
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError as e:
+    raise DatasetError(
+        f"Unknown dataset {name!r}: it is not {EMBEDDED!r}, not "
+        f"'{FOLDER_PREFIX}<dir>' or an existing directory, not "
+        f"'{IDX_PREFIX}<dir>', and not a TFDS dataset name.") from e
 
 
 def tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -190,14 +740,11 @@ def tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
 
   Prepares the dataset if needed, as `tfds.load` does: datasets with a manual
   download (ImageNet) are built from `<data_dir>/downloads/manual/`.
+
+  Raises:
+    DatasetError: TFDS knows no dataset `name`.
   """
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.DatasetNotFoundError as e:
-    raise ValueError(
-        f"Unknown dataset {name!r}: it is not {EMBEDDED!r}, not "
-        f"'{FOLDER_PREFIX}<dir>' or an existing directory, and not a TFDS "
-        "dataset name.") from e
+  builder = known_tfds_builder(name, data_dir)
   builder.download_and_prepare()
   return builder
 
@@ -207,7 +754,7 @@ def validation_split_name(builder: tfds.core.DatasetBuilder) -> str:
   for split in ("validation", "test"):
     if split in builder.info.splits:
       return split
-  raise ValueError(
+  raise DatasetError(
       f"TFDS dataset {builder.name!r} has neither a 'validation' nor a 'test' "
       f"split (splits: {sorted(builder.info.splits)}).")
 
@@ -227,3 +774,118 @@ def read_tfds_split(builder: tfds.core.DatasetBuilder, split,
       split=split, decoders={"image": tfds.decode.SkipDecoding()},
       **as_dataset_kwargs)
 
+
+def deterministic_options() -> tf.data.Options:
+  """tf.data options that keep the order of elements (the default may not)."""
+  options = tf.data.Options()
+  options.deterministic = True
+  return options
+
+
+class TfdsSource(Source):
+  """A TFDS dataset, read from `data_dir`: training on this process's shard
+  of "train" (seeded shuffle, repeated, decoded per example), validation on
+  "validation" (else "test"); labeled splits need "image" and a class
+  "label"."""
+
+  def __init__(self, name: str, data_dir: str | None = None):
+    self.name_and_version = name
+    self.data_dir = data_dir
+
+  @property
+  def dataset(self) -> str:
+    return self.name_and_version
+
+  def check(self):
+    known_tfds_builder(self.name_and_version, self.data_dir)
+
+  def builder(self) -> tfds.core.DatasetBuilder:
+    return tfds_builder(self.name_and_version, self.data_dir)
+
+  def train_batches(self, *, image_size, layout, seed, start_step,
+                    colour_augmentation):
+    split = tfds.split_for_jax_process(
+        "train", process_index=layout.process_index,
+        process_count=layout.process_count, drop_remainder=True)
+    read_config = tfds.ReadConfig(shuffle_seed=seed,
+                                  options=deterministic_options())
+    encoded = read_tfds_split(
+        self.builder(), split, shuffle_files=True,
+        read_config=read_config).map(lambda ex: ex["image"])
+    batch_size = layout.local_batch_size
+    batch_seed = tf.constant([seed, layout.process_index], tf.int64)
+
+    def decode_and_store(encoded_image):
+      image = preprocessing.store_for_training(
+          decode_image(encoded_image), image_size,
+          preprocessing.TFDS_STORED_SIZE_FACTOR)
+      return image, tf.shape(image)[0], tf.shape(image)[1]
+
+    def augment_batch(step, batch):
+      pixels, heights, widths = batch
+      stored = preprocessing.StoredImages(
+          pixels, tf.cast(heights, tf.float32), tf.cast(widths, tf.float32))
+      uniforms = tf.random.stateless_uniform(
+          [batch_size, 9],
+          seed=tf.random.experimental.stateless_fold_in(batch_seed, step))
+      image_index = tf.range(batch_size)
+      boxes = preprocessing.random_crop_boxes(stored, image_index,
+                                              uniforms[:, :5], image_size)
+      crops = preprocessing.crops(stored, boxes, image_index, image_size)
+      if colour_augmentation:
+        crops = preprocessing.augment_colour(crops, uniforms[:, 5:])
+      return {"image": crops}
+
+    # Skipping happens before decoding: resuming reads, but does not decode,
+    # the skipped records. Images are padded into one tensor per batch so the
+    # batch is augmented by a few ops instead of a few per image.
+    return (encoded.shuffle(_TFDS_SHUFFLE_BUFFER, seed=seed).repeat()
+            .skip(start_step * batch_size)
+            .map(decode_and_store, num_parallel_calls=tf.data.AUTOTUNE)
+            .padded_batch(batch_size, drop_remainder=True)
+            .enumerate(start=start_step)
+            .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE))
+
+  def eval_examples(self, *, image_size, layout, max_examples):
+    builder = self.builder()
+    split = limit_split(builder, validation_split_name(builder), max_examples)
+    shards = [tfds.split_for_jax_process(split, process_index=p,
+                                         process_count=layout.process_count)
+              for p in range(layout.process_count)]
+    sizes = [builder.info.splits[shard].num_examples for shard in shards]
+    # Shards are consecutive ranges of the split, in process order.
+    first = sum(sizes[:layout.process_index])
+    examples = read_tfds_split(
+        builder, shards[layout.process_index], shuffle_files=False).enumerate(
+            start=first).map(
+                lambda index, example: {
+                    "image": preprocessing.center_crop_resize(
+                        decode_image(example["image"]), image_size),
+                    "index": tf.cast(index, tf.int32)},
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return examples, max(sizes)
+
+  def labeled_split(self, split, *, image_size, max_examples):
+    builder = self.builder()
+    features = builder.info.features
+    if ("image" not in features or "label" not in features
+        or not isinstance(features["label"], tfds.features.ClassLabel)):
+      raise DatasetError(
+          f"TFDS dataset {self.dataset!r} is not an image classification "
+          "dataset: it needs an 'image' feature and a class 'label' feature.")
+    if split == VALIDATION:
+      split = validation_split_name(builder)
+    split = limit_split(builder, split, max_examples)
+
+    def dataset_fn():
+      examples = read_tfds_split(builder, split, shuffle_files=False)
+      return examples.map(
+          lambda ex: {
+              "image": preprocessing.center_crop_resize(
+                  decode_image(ex["image"]), image_size),
+              "label": tf.cast(ex["label"], tf.int32)},
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return LabeledSplit(num_classes=features["label"].num_classes,
+                        num_examples=builder.info.splits[split].num_examples,
+                        dataset_fn=dataset_fn)

@@ -28,6 +28,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from finola_jax.data import input_pipeline
+from finola_jax.data import sources
 from finola_jax.runner import preemption
 from finola_jax.runner import trainer
 from finola_jax.train import run_config
@@ -154,9 +155,10 @@ def training_main(train_and_evaluate: TrainAndEvaluate, argv,
                   flag_values: flags.FlagValues = FLAGS) -> None:
   """A training program's ``main``: trains (or evaluates) and reports.
 
-  Config errors become usage errors (before anything is written); a
-  non-finite step stops the program with its message; a preemption notice
-  (SIGTERM) saves the current step and ends the program with status 0.
+  Config and dataset errors become usage errors (before anything is
+  written); a non-finite step stops the program with its message; a
+  preemption notice (SIGTERM) saves the current step and ends the program
+  with status 0.
   """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -185,7 +187,7 @@ def training_main(train_and_evaluate: TrainAndEvaluate, argv,
         count = result.pop("num_images")
         print(f"{eval_dir}: {format_metrics(result)} over {count} images; "
               f"written to {epath.Path(workdir) / 'eval.json'}", flush=True)
-    except run_config.ConfigError as e:
+    except (run_config.ConfigError, sources.DatasetError) as e:
       raise app.UsageError(str(e)) from None
     except trainer.NonFiniteError as e:
       logging.error("%s", e)

@@ -55,20 +55,18 @@ def train_batches_fn(config: ml_collections.ConfigDict
       colour_augmentation=config.colour_augmentation)
 
 
-def check_idx_dataset(config: ml_collections.ConfigDict) -> None:
-  """Reads an "idx:DIR" dataset now, so a bad file stops the run before it
-  writes anything (the pipelines would read it later; the read is cached).
+def check_dataset(config: ml_collections.ConfigDict) -> None:
+  """Checks ``config.dataset`` before a run writes anything (an IDX dataset is
+  read now; the pipelines reuse the cached read).
 
   Raises:
-    ConfigError: DIR is not a directory, or a file is missing or malformed.
+    sources.DatasetError: what the user must fix, named.
   """
   try:
-    directory = sources.idx_path(config.dataset)
-    if directory is not None:
-      sources.load_idx(directory, with_labels=False)
-  except ValueError as e:  # idx.IdxError is one.
-    raise run_config.ConfigError(
-        f"config.dataset={config.dataset!r}: {e}") from e
+    sources.from_name(config.dataset, config.data_dir).check()
+  except sources.DatasetError as e:
+    raise sources.DatasetError(
+        f"config.dataset={config.dataset!r}: {e}") from None
 
 
 def validation_batches_fn(config: ml_collections.ConfigDict) -> BatchesFn:
@@ -213,7 +211,7 @@ def train_and_evaluate(
   run_config.validate_training(config)
   task = task or tasks.create_task(config)
   if train_batches is None:
-    check_idx_dataset(config)
+    check_dataset(config)
   train_batches = train_batches or train_batches_fn(config)
   eval_batches = eval_batches or validation_batches_fn(config)
   run_config.start_or_resume(workdir, config)

@@ -11,20 +11,22 @@ colour, max |z| of the validation maps at initialization and at the end,
 whether every logged step was finite, and ms per step (its few evaluations
 included).
 
-Training crops are made in JAX: the embedded training photographs
-(scikit-image) stored with the shorter side 4·S (antialiased), random
-resized crops (area 0.08–1, aspect 3/4–4/3) with flips, bilinear, then a
-channel permutation and gains in 0.7–1.3. That is the tf.data pipeline's
-recipe, not its exact draws. The validation crops are the real pipeline's,
+Training crops are made in JAX with the tf.data pipeline's recipe (the
+constants of ``finola_jax.data.preprocessing``), not its exact draws: the
+embedded training photographs (``finola_jax.data.sources``, scikit-image)
+stored with the shorter side 4·S (antialiased), random resized crops (area
+0.08–1, aspect 3/4–4/3) with flips, bilinear, then a channel permutation and
+gains in 0.7–1.3. Those modules import TensorFlow only when a function
+needs it. The validation crops are the real pipeline's,
 written beforehand on a machine with TensorFlow.
 
 Usage (from the repository root)::
 
   # Here (TensorFlow): the 15 validation crops at each size.
-  python3 -m experiments.gpu_sweep_check \
+  python3 -m tools.gpu_sweep_check \
     --write_validation=.gpu/data/validation.npz
-  # There (no TensorFlow needed; ml_collections and dm-pix are):
-  python3 experiments/gpu_sweep_check.py OUT_DIR \
+  # There (no TensorFlow needed; ml_collections, dm-pix and scikit-image are):
+  python3 tools/gpu_sweep_check.py OUT_DIR \
     --validation=.gpu/data/validation.npz \
     --rows=256:128:finola,256:128:linear,256:256:finola,256:256:linear
 
@@ -36,7 +38,6 @@ A row is ``C:SIDE:DECODER[:MATRIX_SCALE[:STEPS]]``; MATRIX_SCALE (default
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -55,20 +56,12 @@ if __package__ in (None, ""):  # Run as a file: the repository root's modules.
 from experiments import sweep_rows
 from experiments.configs import reconstruct as reconstruct_config
 from finola_jax import tasks
+from finola_jax.data import preprocessing
+from finola_jax.data import sources
 from finola_jax.models import autoencoder
 from finola_jax.train import step as step_lib
 # pylint: enable=g-import-not-at-top
 
-# finola_jax.data.sources.EMBEDDED_TRAIN_PHOTOS (that module imports
-# TensorFlow); tests/test_gpu_sweep_check.py checks the two agree.
-TRAIN_PHOTOS = ("astronaut", "brick", "coffee", "coins", "grass", "gravel",
-                "hubble_deep_field", "immunohistochemistry", "moon", "page",
-                "retina", "stereo_motorcycle", "text")
-STORED_SIZE_FACTOR = 4
-CROP_AREA_RANGE = (0.08, 1.0)
-CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
-COLOUR_GAIN_RANGE = (0.7, 1.3)
-PERMUTATIONS = np.array(list(itertools.permutations(range(3))))
 EVAL_AT = (100, 200, 500, 1000, 2000)
 
 
@@ -76,22 +69,12 @@ def log(*parts):
   print(f"[{time.strftime('%H:%M:%S')}]", *parts, flush=True)
 
 
-def photo(name: str) -> np.ndarray:
-  """A bundled scikit-image photograph as uint8 ``[H, W, 3]``."""
-  import skimage.data  # pylint: disable=g-import-not-at-top
-  image = getattr(skimage.data, name)()
-  if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity).
-    image = image[0]
-  if image.ndim == 2:
-    image = np.repeat(image[..., None], 3, axis=-1)
-  return image[..., :3]
-
-
 def stored_canvas(photos, size: int):
   """Photos resized (shorter side 4·size), padded: ``[N, H, W, 3]``, h, w."""
   resized = []
   for image in photos:
-    scale = STORED_SIZE_FACTOR * size / min(image.shape[:2])
+    scale = (preprocessing.IN_MEMORY_STORED_SIZE_FACTOR * size
+             / min(image.shape[:2]))
     shape = (max(1, round(image.shape[0] * scale)),
              max(1, round(image.shape[1] * scale)), 3)
     resized.append(jax.image.resize(jnp.asarray(image, jnp.float32), shape,
@@ -108,10 +91,11 @@ def stored_canvas(photos, size: int):
 def make_batch_fn(canvas, heights, widths, batch: int, size: int):
   """``key`` → ``{"image": [1, batch, size, size, 3]}`` random crops."""
   count = canvas.shape[0]
-  log_low, log_high = (math.log(r) for r in CROP_ASPECT_RATIO_RANGE)
-  low_area, high_area = CROP_AREA_RANGE
-  low_gain, high_gain = COLOUR_GAIN_RANGE
-  permutations = jnp.asarray(PERMUTATIONS)
+  log_low, log_high = (math.log(r)
+                       for r in preprocessing.CROP_ASPECT_RATIO_RANGE)
+  low_area, high_area = preprocessing.CROP_AREA_RANGE
+  low_gain, high_gain = preprocessing.COLOUR_GAIN_RANGE
+  permutations = jnp.asarray(preprocessing.CHANNEL_PERMUTATIONS)
 
   def crop(u):
     index = jnp.minimum((u[0] * count).astype(jnp.int32), count - 1)
@@ -133,8 +117,8 @@ def make_batch_fn(canvas, heights, widths, batch: int, size: int):
     upper = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
     lower = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
     pixels = upper * (1 - wy) + lower * wy
-    choice = jnp.minimum((u[6] * len(PERMUTATIONS)).astype(jnp.int32),
-                         len(PERMUTATIONS) - 1)
+    choice = jnp.minimum((u[6] * len(permutations)).astype(jnp.int32),
+                         len(permutations) - 1)
     gains = low_gain + (high_gain - low_gain) * u[7:10]
     return jnp.clip(pixels[..., permutations[choice]] * gains, 0.0, 1.0)
 
@@ -239,10 +223,6 @@ def parse_rows(text: str, args):
 
 def write_validation(path: str, sizes) -> None:
   """The validation split's 15 crops at each size (needs TensorFlow)."""
-  # pylint: disable=g-import-not-at-top
-  from finola_jax.data import preprocessing
-  from finola_jax.data import sources
-  # pylint: enable=g-import-not-at-top
   photos = [sources.embedded_photo(name)
             for name in sources.EMBEDDED_VALIDATION_PHOTOS]
   crops = {f"val{size}": np.round(255 * np.concatenate([
@@ -299,7 +279,8 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   device = jax.devices()[0]
   log("device", device.device_kind, "jax", jax.__version__)
-  photos = [photo(name) for name in TRAIN_PHOTOS]
+  photos = [sources.embedded_photo(name)
+            for name in sources.EMBEDDED_TRAIN_PHOTOS]
   canvases, results = {}, []
   for channels, size, decoder, matrix_scale, steps in rows:
     if time.monotonic() > deadline:
