@@ -1,6 +1,7 @@
 """The recipes: every config in experiments/configs/ builds its model and
 optimizer (``jax.eval_shape``: nothing is trained or even initialized), and
-the README's commands are those configs plus overrides that parse."""
+the commands of the README and docs/ are those configs plus overrides that
+parse, run modules of this tree and link to files that exist."""
 
 import importlib
 import math
@@ -21,17 +22,34 @@ from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
 from tests import helpers
 
+
+def _read(path: str) -> str:
+  with open(path) as f:
+    return f.read()
+
+
 CONFIG_DIR = os.path.join(helpers.REPO_ROOT, "experiments", "configs")
 CONFIGS = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
                  if name.endswith(".py") and name != "__init__.py")
-# Programs that take --config, and so appear in the README with recipes.
-PROGRAMS = ("reconstruct", "pretrain_masked", "linear_probe", "ablation",
-            "sweep_unroll", "bench_train", "bench_memory")
+# The programs with absl flags (``define_flags``): the docs run each, and
+# their commands there must parse.
+PROGRAMS = sorted(
+    f"experiments.{name[:-3]}"
+    for name in os.listdir(os.path.join(helpers.REPO_ROOT, "experiments"))
+    if name.endswith(".py") and "def define_flags(" in _read(
+        os.path.join(helpers.REPO_ROOT, "experiments", name)))
+# Modules the docs run that are not this repository's.
+EXTERNAL_MODULES = ("pip", "pytest")
 
 
-def _readme() -> str:
-  with open(os.path.join(helpers.REPO_ROOT, "README.md")) as f:
-    return f.read()
+def _pages():
+  """README.md and every page under docs/: ``{path from the root: text}``."""
+  paths = ["README.md"]
+  for folder, _, names in os.walk(os.path.join(helpers.REPO_ROOT, "docs")):
+    paths += [os.path.relpath(os.path.join(folder, name), helpers.REPO_ROOT)
+              for name in names if name.endswith(".md")]
+  return {path: _read(os.path.join(helpers.REPO_ROOT, path))
+          for path in sorted(paths)}
 
 
 def _check_builds(config) -> int:
@@ -59,54 +77,99 @@ def test_every_config_builds_and_round_trips_through_config_json(name, tmp_path)
   assert run_config.to_dict(saved) == run_config.to_dict(config)
 
 
-def _readme_commands():
-  """``(program, arguments)`` of every --config program run in a README code
-  block.
+def _commands():
+  """``(page, module, arguments)`` of every ``python3 -m MODULE ...`` command
+  in a code block of the README or a docs page.
 
   Continuation lines are joined, command substitutions become ``host`` and
-  shell variables ``0``; a command ends with its line, a shell operator or
-  the quote that closes a ``bash -c '...'``.
+  shell variables ``0``; a command ends with its line, a comment, a shell
+  operator or the quote that closes a ``bash -c '...'``.
   """
   commands = []
-  for block in re.findall(r"```\w*\n(.*?)```", _readme(), re.DOTALL):
-    block = re.sub(r"\$\([^)]*\)", "host", block.replace("\\\n", " "))
-    block = re.sub(r"\$\{?\w+\}?", "0", block)
-    for program, rest in re.findall(r"python3? -m experiments\.(\w+)(.*)", block):
-      if program not in PROGRAMS:
-        continue
-      for quote in "'\"":
-        if rest.count(quote) % 2:  # Closes a quoted command around it.
-          rest = rest[:rest.rindex(quote)]
-      words = []
-      for word in shlex.split(rest):
-        if word in ("&", "&&", ";", "|"):
-          break
-        words.append(word)
-      commands.append((program, words))
+  for page, text in _pages().items():
+    for block in re.findall(r"```\w*\n(.*?)```", text, re.DOTALL):
+      block = re.sub(r"\$\([^)]*\)", "host", block.replace("\\\n", " "))
+      block = re.sub(r"\$\{?\w+\}?", "0", block)
+      for module, rest in re.findall(r"python3? -m ([\w.]+)(.*)", block):
+        for quote in "'\"":
+          if rest.count(quote) % 2:  # Closes a quoted command around it.
+            rest = rest[:rest.rindex(quote)]
+        words = []
+        for word in shlex.split(rest, comments=True):
+          if word in ("&", "&&", ";", "|"):
+            break
+          words.append(word)
+        commands.append((page, module, words))
   return commands
 
 
-def test_readme_commands_are_configs_with_overrides_that_parse(monkeypatch):
+def _in_tree(module: str) -> bool:
+  path = os.path.join(helpers.REPO_ROOT, *module.split("."))
+  return (os.path.isfile(path + ".py")
+          or os.path.isfile(os.path.join(path, "__main__.py")))
+
+
+def test_every_module_the_docs_run_is_in_the_tree():
+  modules = {(page, module) for page, module, _ in _commands()
+             if module.split(".")[0] not in EXTERNAL_MODULES
+             # Placeholders such as experiments.NAME.
+             and not any(part.isupper() for part in module.split("."))}
+  assert modules, "the docs run no program"
+  missing = sorted(f"{page}: python3 -m {module}"
+                   for page, module in modules if not _in_tree(module))
+  assert not missing, missing
+
+
+def test_docs_run_every_program_that_takes_flags():
+  run = {module for _, module, _ in _commands()}
+  assert set(PROGRAMS) <= run, set(PROGRAMS) - run
+
+
+def _parse(module, argv) -> flags.FlagValues:
+  flag_values = flags.FlagValues()
+  module.define_flags(flag_values, sys_argv=argv)
+  flag_values(argv)  # Unknown flags, keys or bad values raise.
+  return flag_values
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_docs_commands_are_configs_with_overrides_that_parse(program,
+                                                             monkeypatch):
   monkeypatch.chdir(helpers.REPO_ROOT)  # Config paths are relative to it.
-  commands = _readme_commands()
-  assert {program for program, _ in commands} == set(PROGRAMS)
-  for program, args in commands:
-    module = importlib.import_module(f"experiments.{program}")
-    argv = [program, *args]
-    flag_values = flags.FlagValues()
-    module.define_flags(flag_values, sys_argv=argv)
-    flag_values(argv)  # Unknown flags, keys or bad values raise.
-    config = flag_values.config
-    assert config.task == {"pretrain_masked": "masked",
-                           "linear_probe": "linear_probe"}.get(
-                               program, "reconstruction"), argv
-    _check_builds(config)
+  module = importlib.import_module(program)
+  for page, name, args in _commands():
+    if name != program:
+      continue
+    flag_values = _parse(module, [program, *args])
+    if "config" not in flag_values:
+      continue
+    # The same command without its recipe: the program's own default.
+    default = _parse(module, [program, *(
+        arg for arg in args if not arg.startswith("--config"))]).config
+    # A recipe of another program's task would fail only at run time.
+    assert flag_values.config.task == default.task, (page, args)
+    _check_builds(flag_values.config)
 
 
-def test_readme_mentions_only_configs_that_exist():
-  mentioned = set(re.findall(r"experiments/configs/(\w+)\.py", _readme()))
-  assert mentioned, "the README names no config"
+def test_docs_mention_only_configs_that_exist():
+  mentioned = set()
+  for text in _pages().values():
+    mentioned |= set(re.findall(r"experiments/configs/(\w+)\.py", text))
+  assert mentioned, "the docs name no config"
   assert mentioned <= set(CONFIGS), mentioned - set(CONFIGS)
+
+
+def test_docs_links_lead_to_files_that_exist():
+  broken = []
+  for page, text in _pages().items():
+    folder = os.path.dirname(os.path.join(helpers.REPO_ROOT, page))
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+      target = target.split("#")[0]
+      if not target or re.match(r"\w+:", target):  # Anchors, URLs.
+        continue
+      if not os.path.exists(os.path.normpath(os.path.join(folder, target))):
+        broken.append(f"{page}: {target}")
+  assert not broken, broken
 
 
 def test_matmul_precision_and_implementation_reach_the_unroll():
