@@ -79,6 +79,12 @@ class Task(abc.ABC):
                 example_keys: jax.Array) -> Sequence[jax.Array]:
     """Columns of ``[b, H, W, 3]`` images (``visualization_columns``)."""
 
+  def optimizer(self, config: ml_collections.ConfigDict
+                ) -> optax.GradientTransformation:
+    """The optimizer of the task's parameters: `create_optimizer` unless a
+    task treats some of them differently (a frozen backbone)."""
+    return create_optimizer(config)
+
 
 def create_optimizer(
     config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -112,12 +118,12 @@ def create_optimizer(
 
 def create_train_state(task: Task,
                        config: ml_collections.ConfigDict) -> train_state.TrainState:
-  """A fresh state: parameters from ``config.seed``, the config's optimizer."""
+  """A fresh state: parameters from ``config.seed``, the task's optimizer."""
   # Jitted: run op by op, initialization compiles every op on its own
   # (about a minute for a small model on a busy CPU).
   params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
   return train_state.TrainState.create(apply_fn=None, params=params,
-                                       tx=create_optimizer(config))
+                                       tx=task.optimizer(config))
 
 
 def abstract_train_state(task: Task, config: ml_collections.ConfigDict):
