@@ -156,11 +156,12 @@ def make_dataset(idx_dir: str, out: str, *, seed: int = 0,
                  num_train: int = 20000, num_val: int = 2000,
                  size: int = 64) -> str:
   """Writes both splits (see the module doc); returns the eval split's origin."""
-  if size < 28:
-    raise ValueError(f"--size={size} must be at least 28 (an item's side).")
   if num_train < 1 or num_val < 1:
     raise ValueError("--num_train and --num_val must be >= 1.")
   data = idx.load(idx_dir)
+  if size < max(data.train_images.shape[1:]):
+    raise ValueError(f"--size={size} must be at least an item's side "
+                     f"({max(data.train_images.shape[1:])}).")
   if data.num_classes > len(CLASS_NAMES):
     raise ValueError(f"{idx_dir}: labels beyond the {len(CLASS_NAMES)} "
                      "Fashion-MNIST classes.")
