@@ -18,7 +18,7 @@ import ml_collections
 
 from experiments.configs import detect
 
-STEPS = 1500
+STEPS = 1200
 
 
 def get_config() -> ml_collections.ConfigDict:
