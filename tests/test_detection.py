@@ -18,7 +18,6 @@ from experiments import detect
 from experiments import make_fashion_detection
 from finola_jax import tasks
 from finola_jax.data import coco
-from finola_jax.models import layers
 from finola_jax.tasks import detection
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
@@ -185,9 +184,14 @@ def test_program_trains_scores_and_keeps_the_backbone(pretrained_workdir,
   _, trained = checkpointing.restore_latest_params(workdir)
   _, pretrained = checkpointing.restore_latest_params(pretrained_workdir)
   helpers.assert_trees_equal(trained["backbone"], pretrained["encoder"])
-  # --eval_only scores the same checkpoint again, without the pre-training.
+  # --eval_only scores the same checkpoint again, without the pre-training;
+  # the same command again resumes the finished run (its recorded backbone
+  # config agrees) and scores it again.
   again = helpers.run_program(detect, [f"--workdir={workdir}", "--eval_only"])
   assert stdout.splitlines()[-1] == again.splitlines()[-1]
+  resumed = helpers.run_program(detect, program_args(workdir, canvases) + [
+      f"--pretrained_workdir={pretrained_workdir}"])
+  assert stdout.splitlines()[-1] == resumed.splitlines()[-1]
 
 
 def test_program_refuses_bad_input_before_writing(pretrained_workdir, tmp_path):
