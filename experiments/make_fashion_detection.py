@@ -52,13 +52,22 @@ MAX_IOU = 0.3
 # Positions drawn for one item before it is left out of its canvas.
 _PLACEMENT_TRIES = 20
 
-flags.DEFINE_string("idx", None, "IDX directory (train-* and optionally "
-                    "t10k-* of Fashion-MNIST).")
-flags.DEFINE_string("out", None, "Output directory (COCO layout).")
-flags.DEFINE_integer("seed", 0, "Seed of every random choice.")
-flags.DEFINE_integer("num_train", 20000, "Training canvases.")
-flags.DEFINE_integer("num_val", 2000, "Validation canvases.")
-flags.DEFINE_integer("size", 64, "Canvas side in pixels.")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS,
+                 sys_argv=None) -> None:
+  del sys_argv  # No config file.
+  flags.DEFINE_string("idx", None, "IDX directory (train-* and optionally "
+                      "t10k-* of Fashion-MNIST).", flag_values=flag_values)
+  flags.DEFINE_string("out", None, "Output directory (COCO layout).",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "Seed of every random choice.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_train", 20000, "Training canvases.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_val", 2000, "Validation canvases.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("size", 64, "Canvas side in pixels.",
+                       flag_values=flag_values)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -173,22 +182,23 @@ def make_dataset(idx_dir: str, out: str, *, seed: int = 0,
   return data.eval_split
 
 
-def main(argv) -> None:
+def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS.idx or not flags.FLAGS.out:
+  if not flag_values.idx or not flag_values.out:
     raise app.UsageError("--idx and --out are required.")
   try:
     eval_split = make_dataset(
-        flags.FLAGS.idx, flags.FLAGS.out, seed=flags.FLAGS.seed,
-        num_train=flags.FLAGS.num_train, num_val=flags.FLAGS.num_val,
-        size=flags.FLAGS.size)
+        flag_values.idx, flag_values.out, seed=flag_values.seed,
+        num_train=flag_values.num_train, num_val=flag_values.num_val,
+        size=flag_values.size)
   except ValueError as e:  # idx.IdxError is one.
     raise app.UsageError(str(e)) from None
-  print(f"Wrote {flags.FLAGS.num_train} training and {flags.FLAGS.num_val} "
+  print(f"Wrote {flag_values.num_train} training and {flag_values.num_val} "
         f"validation canvases (items of the {eval_split!r} split) to "
-        f"{flags.FLAGS.out}", flush=True)
+        f"{flag_values.out}", flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -213,8 +213,14 @@ def test_generator_is_deterministic(tmp_path):
   outs = []
   for name, seed in (("a", 3), ("b", 3), ("c", 4)):
     out = str(tmp_path / name)
-    make_fashion_detection.make_dataset(items, out, seed=seed, num_train=4,
-                                        num_val=2, size=32)
+    if name == "a":  # the command line
+      stdout = helpers.run_program(make_fashion_detection, [
+          f"--idx={items}", f"--out={out}", f"--seed={seed}",
+          "--num_train=4", "--num_val=2", "--size=32"])
+      assert "items of the 't10k' split" in stdout
+    else:
+      make_fashion_detection.make_dataset(items, out, seed=seed, num_train=4,
+                                          num_val=2, size=32)
     outs.append(out)
 
   def contents(out):

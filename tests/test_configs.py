@@ -122,7 +122,8 @@ def test_readme_commands_are_configs_with_overrides_that_parse(monkeypatch):
     flag_values(argv)  # Unknown flags, keys or bad values raise.
     config = flag_values.config
     assert config.task == {"pretrain_masked": "masked",
-                           "linear_probe": "linear_probe"}.get(
+                           "linear_probe": "linear_probe",
+                           "detect": "detection"}.get(
                                program, "reconstruction"), argv
     _check_builds(config)
 
