@@ -92,6 +92,17 @@ def test_coco_ap_of_perfect_and_shifted_predictions(tmp_path):
                                 split.image_ids)
   assert perfect["AP"] == pytest.approx(1.0)
   assert perfect["AP50"] == pytest.approx(1.0)
+  # The detector's boxes are in letterboxed input pixels (the 20×10 image
+  # scaled by 2 into 40×40); coco_results maps them back.
+  boxes = split.boxes[0] * 2
+  detections = {"index": np.array([0]), "boxes": boxes[None],
+                "scores": np.array([[0.9, 0.8]]),
+                "classes": split.labels[0][None]}
+  mapped = detect.coco_results(detections, split, image_size=40)
+  np.testing.assert_allclose([r["bbox"] for r in mapped],
+                             [r["bbox"] for r in results(0.0)])
+  assert detect.coco_metrics(split.annotation_file, mapped,
+                             [7])["AP"] == pytest.approx(1.0)
   shifted = detect.coco_metrics(split.annotation_file, results(2.0),
                                 split.image_ids)
   assert shifted["AP"] < 0.9
