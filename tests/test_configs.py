@@ -16,8 +16,11 @@ from absl import flags
 
 from experiments import bench_memory
 from experiments import bench_train
+from experiments import detect
 from experiments import linear_probe
 from finola_jax import tasks
+from finola_jax.tasks import detection
+from finola_jax.tasks import probe
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
 from tests import helpers
@@ -58,6 +61,8 @@ def _check_builds(config) -> int:
     linear_probe.validate_config(config)
     assert linear_probe.probe_config(config).protocol == config.protocol
     return 0
+  if config.task == "detection":
+    return _check_detection_builds(config)
   run_config.validate_training(config)
   task = tasks.create_task(config)
   state = step_lib.abstract_train_state(task, config)
@@ -65,6 +70,25 @@ def _check_builds(config) -> int:
   assert jax.tree_util.tree_structure(state.opt_state) is not None
   return sum(math.prod(leaf.shape)
              for leaf in jax.tree_util.tree_leaves(state.params))
+
+
+def _check_detection_builds(config) -> int:
+  """The detector on the Fashion-MNIST pre-training's encoder (zeros)."""
+  checked = run_config.from_dict(run_config.to_dict(config))
+  checked.dataset = "coco:DIR"  # given on the command line
+  detect.validate_config(checked)
+  pretraining = helpers.load_config("pretrain_masked_fashion_mnist")
+  masked = tasks.create_task(pretraining)
+  encoder = jax.tree_util.tree_map(
+      lambda leaf: np.zeros(leaf.shape, leaf.dtype),
+      jax.eval_shape(masked.init_params, jax.random.PRNGKey(0))["encoder"])
+  backbone = detection.Backbone(probe.masked_finola_encoder(masked.model),
+                                encoder, pretraining.stride)
+  task = detection.DetectionTask(config, backbone, num_classes=10)
+  state = step_lib.abstract_train_state(task, config)
+  assert jax.tree_util.tree_structure(state.opt_state) is not None
+  return sum(math.prod(leaf.shape)
+             for leaf in jax.tree_util.tree_leaves(state.params["head"]))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

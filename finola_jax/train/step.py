@@ -79,6 +79,12 @@ class Task(abc.ABC):
                 example_keys: jax.Array) -> Sequence[jax.Array]:
     """Columns of ``[b, H, W, 3]`` images (``visualization_columns``)."""
 
+  def optimizer(self, config: ml_collections.ConfigDict
+                ) -> optax.GradientTransformation:
+    """The optimizer of the task's parameters: `create_optimizer` unless a
+    task treats some of them differently (a frozen backbone)."""
+    return create_optimizer(config)
+
 
 # ``optax.apply_if_finite`` accepts a non-finite gradient after this many in a
 # row; never, here: the trainer stops the run at the first one.
@@ -88,10 +94,6 @@ _NEVER = np.iinfo(np.int32).max
 def create_optimizer(
     config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW with linear warm-up and cosine decay, after global-norm clipping.
-
-  Wrapped in ``optax.apply_if_finite``: a step whose gradients hold a NaN or
-  Inf leaves the parameters and the inner optimizer state unchanged, and
-  the state's ``opt_state.last_finite`` says so (see :func:`train_step`).
 
   The FINOLA matrices (the ``"matrices"`` parameters) learn at
   ``config.matrix_learning_rate_scale`` × the others' rate. Adam moves every
@@ -116,19 +118,24 @@ def create_optimizer(
         lambda params: traverse_util.path_aware_map(
             lambda path, _: "matrices" if path[0] == "matrices" else "others",
             params))
-  return optax.apply_if_finite(
-      optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update),
-      max_consecutive_errors=_NEVER)
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update)
 
 
 def create_train_state(task: Task,
                        config: ml_collections.ConfigDict) -> train_state.TrainState:
-  """A fresh state: parameters from ``config.seed``, the config's optimizer."""
+  """A fresh state: parameters from ``config.seed``, the task's optimizer.
+
+  The optimizer is wrapped in ``optax.apply_if_finite``, the one guard
+  against NaN and Inf: a step whose gradients hold one leaves the
+  parameters and the inner optimizer state unchanged, and
+  ``opt_state.last_finite`` says so (see :func:`train_step`).
+  """
   # Jitted: run op by op, initialization compiles every op on its own
   # (about a minute for a small model on a busy CPU).
   params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
-  return train_state.TrainState.create(apply_fn=None, params=params,
-                                       tx=create_optimizer(config))
+  tx = optax.apply_if_finite(task.optimizer(config),
+                             max_consecutive_errors=_NEVER)
+  return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
 
 
 def abstract_train_state(task: Task, config: ml_collections.ConfigDict):
