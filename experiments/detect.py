@@ -255,7 +255,8 @@ def labelled_picture(batch, detections, names, count: int) -> np.ndarray:
 def evaluate_coco(task: detection.DetectionTask, config, workdir: str,
                   evaluation: coco.DetectionSplit) -> Dict[str, Any]:
   """Scores the newest checkpoint; writes detection.json, TensorBoard, PNG."""
-  step, params = trainer.restore_params(task, config, workdir)
+  step, params = checkpointing.restore_latest_params(
+      workdir, step_lib.abstract_train_state(task, config))
   layout = input_pipeline.batch_layout(config.batch_size)
   detections, first = predictions(task, params, evaluation, layout)
   split = evaluation.split
