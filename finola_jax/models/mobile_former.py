@@ -81,11 +81,12 @@ BRIDGE_HEADS = 2
 FORMER_HEADS = 4
 HYPER_REDUCTION = 4  # Hidden width of a dynamic ReLU's MLP: token_dim / 4.
 HEAD_EXPANSION = 6  # Channels of the final 1×1 convolution per input channel.
+BLOCK_KINDS = ("lite", "inverted", "down")
 
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-  """One block: ``kind`` in ``("lite", "inverted", "down")``.
+  """One block: ``kind`` in :data:`BLOCK_KINDS`.
 
   ``expansion`` is the (first) expansion ratio, ``channels`` the output
   channels, ``stride`` the published stride and ``expansion2`` the second
@@ -96,6 +97,11 @@ class Block:
   channels: int
   stride: int
   expansion2: int = 0
+
+  def __post_init__(self):
+    if self.kind not in BLOCK_KINDS:
+      raise ValueError(f"Unknown block kind {self.kind!r}; expected one of "
+                       f"{BLOCK_KINDS}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +214,12 @@ def dynamic_relu(x, coefficients):
   return jnp.maximum(x * (2.0 * slope1), x * (2.0 * slope2 - 1.0))
 
 
+def _dense(features: int, dtype: Dtype, name=None):
+  return nn.Dense(features, dtype=dtype, kernel_init=_dense_init, name=name)
+
+
 def channel_shuffle(x, groups: int):
-  """``[..., C]`` with channel ``g·(C/groups) + i`` moved to ``i·groups + g``."""
+  """``[..., C]``: channel ``g·(C/groups) + i`` moves to ``i·groups + g``."""
   if groups == 1:
     return x
   shape = x.shape
@@ -221,7 +231,8 @@ def attention(queries, keys, values, heads: int):
   """Multi-head softmax attention, no projections.
 
   Channels split into ``heads`` contiguous groups; scale
-  ``(C / heads)^-½``; softmax over the ``L_k`` keys (in float32 for 16-bit inputs).
+  ``(C / heads)^-½``; softmax over the ``L_k`` keys (float32 for 16-bit
+  inputs).
 
   Args:
     queries: ``[B, L_q, C]``.
@@ -249,11 +260,11 @@ class DynamicReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, tokens):
-    dense = lambda f, name: nn.Dense(f, dtype=self.dtype, kernel_init=_dense_init,
-                                     name=name)
+    dense = lambda f, name: _dense(f, self.dtype, name)
     hidden = nn.relu(dense(tokens.shape[-1] // HYPER_REDUCTION, "squeeze")(
         tokens[:, 0]))
-    return dynamic_relu(x, hard_sigmoid(dense(2 * x.shape[-1], "expand")(hidden)))
+    coefficients = hard_sigmoid(dense(2 * x.shape[-1], "expand")(hidden))
+    return dynamic_relu(x, coefficients)
 
 
 class MobileToFormer(nn.Module):
@@ -267,8 +278,7 @@ class MobileToFormer(nn.Module):
   @nn.compact
   def __call__(self, feature_map, tokens):
     channels = feature_map.shape[-1]
-    dense = lambda f, name: nn.Dense(f, dtype=self.dtype, kernel_init=_dense_init,
-                                     name=name)
+    dense = lambda f, name: _dense(f, self.dtype, name)
     pixels = feature_map.reshape(feature_map.shape[0], -1, channels)
     attended = attention(dense(channels, "query")(tokens), pixels, pixels,
                          BRIDGE_HEADS)
@@ -288,8 +298,7 @@ class FormerToMobile(nn.Module):
   @nn.compact
   def __call__(self, feature_map, tokens):
     batch, height, width, channels = feature_map.shape
-    dense = lambda name: nn.Dense(channels, dtype=self.dtype,
-                                  kernel_init=_dense_init, name=name)
+    dense = lambda name: _dense(channels, self.dtype, name)
     pixels = feature_map.reshape(batch, height * width, channels)
     update = attention(pixels, dense("key")(tokens), dense("value")(tokens),
                        BRIDGE_HEADS)
@@ -308,8 +317,7 @@ class Former(nn.Module):
   @nn.compact
   def __call__(self, tokens):
     dim = tokens.shape[-1]
-    dense = lambda f, name: nn.Dense(f, dtype=self.dtype, kernel_init=_dense_init,
-                                     name=name)
+    dense = lambda f, name: _dense(f, self.dtype, name)
     attended = attention(dense(dim, "query")(tokens), tokens, tokens,
                          FORMER_HEADS)
     tokens = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(
@@ -323,8 +331,8 @@ class GroupNorm(nn.Module):
   """Group normalization of ``[B, ..., C]`` in ``gcd(C, 8)`` groups.
 
   The function of ``flax.linen.GroupNorm`` (same parameters ``scale`` and
-  ``bias`` ``[C]``, same ``eps``, statistics in at least float32), applied as one
-  multiply-add ``x · m + c`` with per-example, per-channel
+  ``bias`` ``[C]``, same ``eps``, statistics in at least float32), applied
+  as one multiply-add ``x · m + c`` with per-example, per-channel
   ``m = scale / sqrt(var + eps)`` and ``c = bias − mean · m``: 5 operations
   per element (square, two sums, multiply, add) against flax's 6, a sixth
   of the elementwise work of every normalization in this network.
@@ -371,9 +379,15 @@ class ConvNorm(nn.Module):
 
 
 class MobileFormerBlock(nn.Module):
-  """One block (``spec.kind``) on ``(feature_map, tokens)``; see the module
-  docstring. ``[B, H, W, C_in]``, ``[B, T, d]`` →
-  ``[B, H / s, W / s, C_out]``, ``[B, T, d]``."""
+  """One block (``spec.kind``, see the module docstring) at ``stride``.
+
+  ``(feature_map [B, H, W, C_in], tokens [B, T, d])`` →
+  ``([B, H / stride, W / stride, C_out], [B, T, d])``. With grouped
+  pointwise convolutions (``groups > 1``, the 26M size) the channels are
+  shuffled, as in the authors' code, after a depthwise convolution with a
+  channel multiplier (by its input channels) and after a grouped
+  convolution (by ``groups``), so that the next groups mix.
+  """
   spec: Block
   stride: int
   groups: int = 1
@@ -383,30 +397,33 @@ class MobileFormerBlock(nn.Module):
   def __call__(self, x, tokens):
     spec, groups, dtype = self.spec, self.groups, self.dtype
     inputs, in_channels = x, x.shape[-1]
-    conv = lambda f, k=1, s=1, g=groups: ConvNorm(f, k, s, g, dtype=dtype)
+
+    def conv(features, kernel=1, stride=1, conv_groups=groups):
+      return ConvNorm(features, kernel, stride, conv_groups, dtype=dtype)
+
+    def shuffle(y, shuffle_groups):
+      return channel_shuffle(y, shuffle_groups if groups > 1 else 1)
+
+    def depthwise(y, multiplier, stride):
+      channels = y.shape[-1]
+      return shuffle(conv(channels * multiplier, 3, stride, channels)(y),
+                     channels)
+
     if spec.kind == "lite":
-      x = jax.nn.relu6(conv(in_channels * spec.expansion, 3, self.stride,
-                            in_channels)(x))
-      x = conv(spec.channels)(channel_shuffle(x, in_channels if groups > 1 else 1))
+      x = jax.nn.relu6(depthwise(x, spec.expansion, self.stride))
+      x = conv(spec.channels)(x)
     else:
-      tokens = MobileToFormer(dtype=dtype)(x, tokens)
-      tokens = Former(dtype=dtype)(tokens)
-      dyrelu = lambda y: DynamicReLU(dtype=dtype)(y, tokens)
-      shuffle = lambda y, g: channel_shuffle(y, g if groups > 1 else 1)
+      tokens = Former(dtype=dtype)(MobileToFormer(dtype=dtype)(x, tokens))
+      dynamic = lambda y: DynamicReLU(dtype=dtype)(y, tokens)
       if spec.kind == "inverted":
         hidden = in_channels * spec.expansion
-        x = dyrelu(shuffle(conv(hidden)(x), groups))
-        x = dyrelu(conv(hidden, 3, self.stride, hidden)(x))
+        x = dynamic(shuffle(conv(hidden)(x), groups))
+        x = dynamic(conv(hidden, 3, self.stride, hidden)(x))
         x = shuffle(conv(spec.channels)(x), groups)
-      elif spec.kind == "down":
-        x = dyrelu(shuffle(conv(in_channels * spec.expansion, 3, self.stride,
-                                in_channels)(x), in_channels))
-        x = conv(spec.channels)(x)
-        y = dyrelu(shuffle(conv(spec.channels * spec.expansion2, 3, 1,
-                                spec.channels)(x), spec.channels))
-        x = x + conv(spec.channels)(y)
-      else:
-        raise ValueError(f"Unknown block kind {spec.kind!r}.")
+      else:  # down
+        x = conv(spec.channels)(dynamic(depthwise(x, spec.expansion,
+                                                  self.stride)))
+        x = x + conv(spec.channels)(dynamic(depthwise(x, spec.expansion2, 1)))
     if self.stride == 1 and in_channels == spec.channels:
       x = x + inputs
     if spec.kind != "lite":
@@ -457,24 +474,23 @@ class MobileFormer(nn.Module):
     for _ in range(int(math.log2(native // self.output_stride))):
       strides[strides.index(2)] = 1
     self.stem = ConvNorm(spec.stem, 3, strides[0], dtype=self.dtype)
-    self.blocks = [MobileFormerBlock(block, stride, spec.groups, dtype=self.dtype)
-                   for block, stride in zip(spec.blocks, strides[1:])]
+    self.blocks = [
+        MobileFormerBlock(block, stride, spec.groups, dtype=self.dtype)
+        for block, stride in zip(spec.blocks, strides[1:])]
     self.tokens = self.param("tokens", nn.initializers.normal(1.0),
                              (spec.num_tokens, spec.token_dim))
     self.last_bridge = MobileToFormer(dtype=self.dtype)
     self.expand = ConvNorm(HEAD_EXPANSION * spec.blocks[-1].channels,
                            groups=spec.groups, dtype=self.dtype)
-    self.head_hidden = nn.Dense(spec.head_features, dtype=self.dtype,
-                                kernel_init=_dense_init)
+    self.head_hidden = _dense(spec.head_features, self.dtype)
     self.head_norm = GroupNorm(dtype=self.dtype)
-    self.head_logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                                kernel_init=_dense_init)
+    self.head_logits = _dense(self.num_classes, self.dtype)
 
   def __call__(self, images):
     """``[B, H, W, 3]`` → ``([B, H/s, W/s, D], [B, T, d])``, in ``dtype``."""
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be [B, H, W, 3]; got {images.shape}.")
-    if images.shape[1] % self.output_stride or images.shape[2] % self.output_stride:
+    if any(side % self.output_stride for side in images.shape[1:3]):
       raise ValueError(f"image size {images.shape[1:3]} must be a multiple of "
                        f"output_stride={self.output_stride}.")
     x = jax.nn.relu6(self.stem(images.astype(self.dtype)))
