@@ -97,6 +97,19 @@ def ref_former_to_mobile(params, feature_map, tokens):
   return np.stack(out)
 
 
+def ref_former(params, tokens):
+  out = []
+  for t in tokens:
+    attended = ref_attention(ref_dense(params["query"], t), t, t, 4)
+    t = ref_layer_norm(params["attention_norm"],
+                       t + ref_dense(params["mix"], attended))
+    hidden = ref_dense(params["ffn_in"], t)
+    hidden = 0.5 * hidden * (1.0 + np.vectorize(math.erf)(hidden / math.sqrt(2)))
+    out.append(ref_layer_norm(params["ffn_norm"],
+                              t + ref_dense(params["ffn_out"], hidden)))
+  return np.stack(out)
+
+
 def _random_like(tree, seed, scale=0.5):
   """Every leaf replaced by N(0, scale²) noise (parameters away from init;
   no compiled initializer: the init of the whole network compiles slowly)."""
@@ -179,7 +192,8 @@ class FunctionsTest(helpers.NoX64LeakTestCase):
 
 
 class BridgesTest(helpers.NoX64LeakTestCase):
-  """The two bridges against the reference, on tiny shapes."""
+  """The two bridges and the Former layer against the reference, on tiny
+  shapes."""
 
   def setUp(self):
     super().setUp()
@@ -201,6 +215,18 @@ class BridgesTest(helpers.NoX64LeakTestCase):
 
   def test_former_to_mobile_matches_reference(self):
     self._check(mf.FormerToMobile(), ref_former_to_mobile)
+
+  def test_former_matches_reference(self):
+    module = mf.Former()
+    tokens = np.random.default_rng(1).normal(size=(2, 3, 8)).astype(np.float32)
+    params = _random_like(
+        jax.eval_shape(module.init, jax.random.PRNGKey(0), tokens), 2)
+    expected = ref_former(_as_numpy(params)["params"],
+                          tokens.astype(np.float64))
+    np.testing.assert_allclose(jax.jit(module.apply)(params, tokens),
+                               expected, rtol=1e-4, atol=1e-4)
+    with self.assertRaisesRegex(ValueError, "4 heads must divide"):
+      module.init(jax.random.PRNGKey(0), self.tokens)  # d = 6.
 
 
 class MobileFormerTest(helpers.NoX64LeakTestCase):
