@@ -224,30 +224,24 @@ def check_kill_and_resume(module, config, root, caplog,
   ``--config.KEY`` overrides of the program's default); meanwhile this
   process trains the same config uninterrupted.
 
-  * ``SIGKILL``: the run is resumed here (``module.train_and_evaluate``),
-    which must log resuming from the latest checkpoint the killed run
-    finished, not redo the steps before it.
+  * ``SIGKILL``: the latest checkpoint the killed run finished is resumed.
   * ``SIGTERM`` (a preemption notice): the program must save a checkpoint at
-    the step it had reached and exit with status 0; the same command,
-    run again, resumes from that step.
+    the step it had reached and exit with status 0; that step is resumed.
 
-  Either way the run must end with the uninterrupted run's parameters and
+  The run is resumed here (``module.train_and_evaluate``, what the same
+  command runs), which must log resuming from that step, not redo the
+  steps before it, and end with the uninterrupted run's parameters and
   final training loss. Returns the step resumed from.
   """
   from finola_jax.train import checkpointing
   workdir, reference = os.path.join(root, "stopped"), os.path.join(root, "reference")
   overrides = [f"--config.{k}={v}" for k, v in config.items() if v is not None]
-  command = [sys.executable, "-m", module.__name__, f"--workdir={workdir}",
-             *overrides]
-
-  def run_command(name):
-    log_path = os.path.join(root, f"{name}.log")
-    with open(log_path, "w") as log:
-      process = subprocess.Popen(command, cwd=REPO_ROOT, env=program_env(),
-                                 stdout=log, stderr=subprocess.STDOUT)
-    return process, log_path
-
-  stopped, stopped_log = run_command("stopped")
+  stopped_log = os.path.join(root, "stopped.log")
+  with open(stopped_log, "w") as log:
+    stopped = subprocess.Popen(
+        [sys.executable, "-m", module.__name__, f"--workdir={workdir}",
+         *overrides], cwd=REPO_ROOT, env=program_env(), stdout=log,
+        stderr=subprocess.STDOUT)
 
   def stop_after_first_checkpoint():
     deadline = time.time() + timeout
@@ -269,22 +263,18 @@ def check_kill_and_resume(module, config, root, caplog,
   assert resume_step < config.steps, "the run was over before it was stopped"
   if signal_number == signal.SIGKILL:
     assert stopped.returncode == -signal.SIGKILL, output[-6000:]
-    caplog.set_level(logging.INFO, logger="absl")
-    module.train_and_evaluate(config, workdir)
-    resumed_output = caplog.text
   else:
     assert stopped.returncode == 0, output[-6000:]
     assert re.search(rf"Preempted: saved the checkpoint at step {resume_step} ",
                      output), output[-6000:]
     # Saved at the step it had reached, not at the periodic checkpoint before.
     assert train_loss_steps(workdir)[-1] == resume_step
-    resumed, resumed_log = run_command("resumed")
-    resumed.wait()
-    with open(resumed_log) as f:
-      resumed_output = f.read()
-    assert resumed.returncode == 0, resumed_output[-6000:]
+
+  # What the same command runs (in this process: no second start-up).
+  caplog.set_level(logging.INFO, logger="absl")
+  module.train_and_evaluate(config, workdir)
   assert re.search(rf"Resuming from the checkpoint at step {resume_step}\b",
-                   resumed_output), resumed_output[-6000:]
+                   caplog.text), caplog.text
   assert checkpoint_steps(workdir)[-1] == config.steps
   logged = train_loss_steps(workdir)
   assert logged.count(1) == 1, logged  # Not restarted from scratch.
