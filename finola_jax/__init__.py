@@ -19,9 +19,11 @@ training stack lives in
 from finola_jax.core import CORNERS
 from finola_jax.core import PATHS
 from finola_jax.core import extrapolate
+from finola_jax.core import extrapolate_paths
 from finola_jax.core import normalize
 from finola_jax.core import select_implementation
 from finola_jax.core import unroll
+from finola_jax.core import unroll_paths
 from finola_jax.wave import pde_residual
 from finola_jax.wave import wave_basis
 from finola_jax.wave import wave_speeds
@@ -32,10 +34,12 @@ __all__ = (
     "CORNERS",
     "PATHS",
     "extrapolate",
+    "extrapolate_paths",
     "normalize",
     "pde_residual",
     "select_implementation",
     "unroll",
+    "unroll_paths",
     "wave_basis",
     "wave_speeds",
 )
