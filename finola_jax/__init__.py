@@ -24,6 +24,8 @@ from finola_jax.core import normalize
 from finola_jax.core import select_implementation
 from finola_jax.core import unroll
 from finola_jax.core import unroll_paths
+from finola_jax.wave import map_statistics
+from finola_jax.wave import matrix_statistics
 from finola_jax.wave import pde_residual
 from finola_jax.wave import wave_basis
 from finola_jax.wave import wave_speeds
@@ -35,6 +37,8 @@ __all__ = (
     "PATHS",
     "extrapolate",
     "extrapolate_paths",
+    "map_statistics",
+    "matrix_statistics",
     "normalize",
     "pde_residual",
     "select_implementation",

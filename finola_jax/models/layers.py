@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import finola_jax
+
 Dtype = Any
 
 
@@ -208,6 +210,15 @@ class FinolaMatrices(nn.Module):
     if self.paths > 1:
       shape = (self.paths,) + shape
     return self.param("A", init, shape), self.param("B", init, shape)
+
+
+def matrix_metrics(params) -> dict:
+  """``finola_jax.matrix_statistics`` of a model's ``matrices`` parameters
+  (``{}`` for a model without them)."""
+  if "matrices" not in params:
+    return {}
+  return finola_jax.matrix_statistics(params["matrices"]["A"],
+                                      params["matrices"]["B"])
 
 
 # Ways to make the M initial vectors and to combine the M unrolled maps.

@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 import dm_pix
+import jax
 import jax.numpy as jnp
 import ml_collections
 
+import finola_jax
 from finola_jax.models import autoencoder
+from finola_jax.models import layers
 from finola_jax.train import run_config
 from finola_jax.train import step
 
@@ -31,6 +34,10 @@ class ReconstructionTask(step.Task):
   @staticmethod
   def validate_config(config: ml_collections.ConfigDict) -> None:
     run_config.check_choice(config, "decoder", autoencoder.DECODERS)
+    run_config.check(
+        layers.multipath(config)[1] != "tokens", "pooling",
+        "name a pooling of the encoder's map: the ResNet encoder returns no "
+        "tokens for 'tokens'", "tokens")
 
   def init_params(self, rng):
     size = self.config.image_size
@@ -40,10 +47,18 @@ class ReconstructionTask(step.Task):
     return self.model.apply({"params": params}, images).astype(jnp.float32)
 
   def loss(self, params, batch, example_keys):
+    """Pixel MSE; the metrics add the sizes of the unrolled maps
+    (``finola_jax.map_statistics``: cheap reductions of maps made anyway)."""
     del example_keys  # deterministic
-    error = self.reconstruct(params, batch["image"]) - batch["image"]
-    mse = jnp.mean(jnp.square(error))
-    return mse, {"mse": mse}
+    pixels, maps = self.model.apply({"params": params}, batch["image"],
+                                    method=autoencoder.Autoencoder.reconstruct_with_maps)
+    mse = jnp.mean(jnp.square(pixels.astype(jnp.float32) - batch["image"]))
+    return mse, dict(finola_jax.map_statistics(jax.lax.stop_gradient(maps)),
+                     mse=mse)
+
+  def parameter_metrics(self, params):
+    """``finola_jax.matrix_statistics`` of ``A``, ``B`` (none for ``dense``)."""
+    return layers.matrix_metrics(params)
 
   def eval_metrics(self, params, batch, example_keys):
     del example_keys  # deterministic

@@ -257,9 +257,11 @@ def train_and_evaluate(
       if step % config.log_every == 0 or step == config.steps:
         _check_finite(metrics, step, manager)
         history = step_lib.unreplicate(history)
-        writer.write_scalars(step, {
-            f"train/{k}": float(np.mean([m[k] for m in history]))
-            for k in history[0] if k != "finite"})
+        scalars = {f"train/{k}": float(np.mean([m[k] for m in history]))
+                   for k in history[0] if k != "finite"}
+        scalars.update({f"train/{k}": v for k, v in
+                        steps.parameter_metrics(state.params).items()})
+        writer.write_scalars(step, scalars)
         history = []
       if step % config.eval_every == 0 and step != config.steps:
         _evaluate_and_draw(steps, state.params, eval_batches, writer, config,
