@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Dict, NamedTuple
+
 import dm_pix
 import jax
 import jax.numpy as jnp
@@ -21,6 +24,52 @@ def image_quality(prediction, target):
   prediction = jnp.clip(prediction.astype(jnp.float32), 0.0, 1.0)
   return {"psnr": dm_pix.psnr(target, prediction),
           "ssim": dm_pix.ssim(target, prediction)}
+
+
+def mean_colour_scores(images) -> Dict[str, float]:
+  """Mean PSNR/SSIM of predicting each ``[N, S, S, 3]`` image by its mean
+  colour: a model that does not beat it has learned nothing of the image."""
+  images = jnp.asarray(images, jnp.float32)
+  quality = jax.jit(image_quality)(_mean_colour(images), images)
+  return {k: float(jnp.mean(v)) for k, v in quality.items()}
+
+
+def _mean_colour(images):
+  return jnp.broadcast_to(jnp.mean(images, axis=(1, 2), keepdims=True),
+                          images.shape)
+
+
+class PCACode(NamedTuple):
+  """A linear code: ``x ≈ mean + (x − mean) basisᵀ basis`` (pixels flattened)."""
+  mean: jax.Array   # [S·S·3]
+  basis: jax.Array  # [k, S·S·3], orthonormal rows
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def fit_pca(train_images, components: int) -> PCACode:
+  """The first ``min(components, N)`` principal components of
+  ``train_images`` ``[N, S, S, 3]`` (an SVD of the centred pixels)."""
+  train = jnp.asarray(train_images, jnp.float32).reshape(
+      train_images.shape[0], -1)
+  mean = jnp.mean(train, axis=0)
+  _, _, vt = jnp.linalg.svd(train - mean, full_matrices=False)
+  return PCACode(mean, vt[:components])
+
+
+@jax.jit
+def baseline_quality(images, code: PCACode) -> Dict[str, jax.Array]:
+  """Per-example ``{mean_colour,pca}_{psnr,ssim}`` ``[N]`` of ``images``
+  ``[N, S, S, 3]``: each image predicted by its mean colour, and by its
+  projection on the PCA ``code`` and back (the honest linear baseline of a
+  code of ``k`` numbers)."""
+  images = jnp.asarray(images, jnp.float32)
+  flat = images.reshape(images.shape[0], -1)
+  projected = code.mean + ((flat - code.mean) @ code.basis.T) @ code.basis
+  scores = {f"mean_colour_{k}": v for k, v in
+            image_quality(_mean_colour(images), images).items()}
+  scores.update({f"pca_{k}": v for k, v in image_quality(
+      projected.reshape(images.shape), images).items()})
+  return scores
 
 
 class ReconstructionTask(step.Task):

@@ -30,6 +30,7 @@ from flax import jax_utils
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import sources
+from finola_jax.tasks import reconstruction
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
@@ -51,6 +52,57 @@ def train_batches_fn(config: ml_collections.ConfigDict
       global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, data_dir=config.data_dir,
       colour_augmentation=config.colour_augmentation)
+
+
+def training_crops(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
+  """The first ``count`` training crops ``[count, S, S, 3]`` of the config's
+  pipeline (this process's share, with its augmentation)."""
+  crops, batches, total = [], train_batches_fn(config)(0), 0
+  while total < count:
+    images = np.asarray(next(batches)["image"])
+    crops.append(images.reshape((-1,) + images.shape[-3:]))
+    total += len(crops[-1])
+  return np.concatenate(crops)[:count]
+
+
+def images_of(batches) -> np.ndarray:
+  """The real (unpadded) images of evaluation batches: ``[N, S, S, 3]``."""
+  return np.concatenate([np.asarray(b["image"]).reshape(
+      (-1,) + b["image"].shape[2:])[np.asarray(b["mask"]).reshape(-1) > 0]
+                         for b in batches])
+
+
+# Training crops per PCA component: enough for a stable fit, few enough for
+# an SVD of seconds; at most PCA_MAX_VALUES pixel values in all (1 GiB).
+PCA_CROPS_PER_COMPONENT = 4
+PCA_MAX_VALUES = 2**28
+
+
+def baseline_scores(config: ml_collections.ConfigDict,
+                    batches: Iterable[Batch]) -> Dict[str, float]:
+  """What a reconstruction must beat, on the images of evaluation ``batches``.
+
+  ``mean_colour_psnr``/``_ssim``: each image as its mean colour;
+  ``pca_psnr``/``_ssim``: a PCA code of the model's code size (``paths ×
+  channels`` numbers), fitted on ``PCA_CROPS_PER_COMPONENT`` of the run's
+  training crops per component (with its augmentation). The batches are
+  streamed, as :func:`evaluate` does.
+  """
+  components = config.get("paths", 1) * config.channels
+  pixels = config.image_size**2 * 3
+  count = max(components, min(PCA_CROPS_PER_COMPONENT * components,
+                              PCA_MAX_VALUES // pixels))
+  code = reconstruction.fit_pca(training_crops(config, count), components)
+  sums, total = {}, 0.0
+  for batch in batches:
+    images = np.asarray(batch["image"]).reshape(
+        (-1,) + batch["image"].shape[-3:])
+    mask = np.asarray(batch["mask"]).reshape(-1)
+    scores = jax.device_get(reconstruction.baseline_quality(images, code))
+    for key, values in scores.items():
+      sums[key] = sums.get(key, 0.0) + float(np.sum(values * mask))
+    total += float(mask.sum())
+  return {k: v / total for k, v in sums.items()}
 
 
 def check_idx_dataset(config: ml_collections.ConfigDict) -> None:
@@ -319,6 +371,9 @@ def evaluate_directory(config: ml_collections.ConfigDict, workdir: str,
   result = dict(metrics, eval_dir=os.path.abspath(directory),
                 num_images=len(sources.list_image_files(directory,
                                                         recursive=False)))
+  if config.task == "reconstruction":
+    result.update(baseline_scores(config,
+                                  directory_batches_fn(config, directory)()))
   if jax.process_index() == 0:
     path = epath.Path(workdir) / "eval.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True))
