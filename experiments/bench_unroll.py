@@ -277,7 +277,9 @@ def bench_paths(n: int, c: int, hw: int, paths: Sequence[int], repeats: int,
   """Times ``unroll_paths`` for each M of ``paths`` (and M=1), interleaved.
 
   Returns one row per M: the medians ``fwd_s`` (and ``bwd_s``), their time
-  per path, and ``per_path_vs_one``: time per path over the time of M=1.
+  per path, and ``per_path_vs_one``: time per path over the time of M=1;
+  ``loop_*``: the forward as M separate single-path unrolls in one jitted
+  program instead of one batched call (the alternative to ``vmap``).
   """
   paths = sorted(set(paths) | {1})
   rng = np.random.default_rng(0)
@@ -289,6 +291,11 @@ def bench_paths(n: int, c: int, hw: int, paths: Sequence[int], repeats: int,
     unroll = functools.partial(fj.unroll_paths, height=hw, width=hw, path=path,
                                implementation=implementation)
     fns[m, "fwd"] = jax.jit(unroll)
+    # The alternative to vmap: M single-path unrolls in one program.
+    single = functools.partial(fj.unroll, height=hw, width=hw, path=path,
+                               implementation=implementation)
+    fns[m, "loop"] = jax.jit(lambda q, A, B, f=single: jnp.stack(
+        [f(q[:, i], A[i], B[i]) for i in range(A.shape[0])], axis=1))
     if backward:
       fns[m, "bwd"] = jax.jit(jax.grad(
           lambda q, A, B, f=unroll: jnp.sum(jnp.square(f(q, A, B))),
@@ -307,7 +314,7 @@ def bench_paths(n: int, c: int, hw: int, paths: Sequence[int], repeats: int,
   for m in paths:
     row = {"n": n, "c": c, "hw": hw, "paths": m, "dtype": dtype,
            "implementation": used + (" (interpreted)" if interpret else "")}
-    for kind in ("fwd", "bwd") if backward else ("fwd",):
+    for kind in ("fwd", "loop", "bwd") if backward else ("fwd", "loop"):
       seconds = statistics.median(times[m, kind])
       one = statistics.median(times[1, kind])
       row[f"{kind}_s"] = seconds
@@ -319,8 +326,8 @@ def bench_paths(n: int, c: int, hw: int, paths: Sequence[int], repeats: int,
 
 def paths_markdown(rows: Sequence[Dict[str, float]], backward: bool) -> str:
   """The multi-path table: time per path against one path."""
-  kinds = ("fwd", "bwd") if backward else ("fwd",)
-  names = {"fwd": "fwd", "bwd": "fwd+bwd"}
+  kinds = ("fwd", "loop", "bwd") if backward else ("fwd", "loop")
+  names = {"fwd": "fwd", "loop": "fwd, M unrolls unbatched", "bwd": "fwd+bwd"}
   lines = ["| N | C | H=W | impl | M | " + " | ".join(
       f"{names[k]} ms | {names[k]} ms/path | {names[k]} per path / M=1"
       for k in kinds) + " |",

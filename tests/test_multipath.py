@@ -331,10 +331,8 @@ def test_pca_baseline_reconstructs_its_span():
     return np.float32(mean + np.sum(weights * directions[None], axis=1))
 
   train, images = draw(40), draw(5)
-  exact = reconstruction.baseline_quality(
-      images, reconstruction.fit_pca(train, 3))
-  fewer = reconstruction.baseline_quality(
-      images, reconstruction.fit_pca(train, 2))
+  exact = reconstruction.baseline_psnr(images, reconstruction.fit_pca(train, 3))
+  fewer = reconstruction.baseline_psnr(images, reconstruction.fit_pca(train, 2))
   assert exact["pca_psnr"].shape == (5,)
   assert np.all(exact["pca_psnr"] > 60)
   assert np.all(fewer["pca_psnr"] < 50)

@@ -13,6 +13,7 @@ process takes part in checkpointing).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -82,27 +83,34 @@ def baseline_scores(config: ml_collections.ConfigDict,
                     batches: Iterable[Batch]) -> Dict[str, float]:
   """What a reconstruction must beat, on the images of evaluation ``batches``.
 
-  ``mean_colour_psnr``/``_ssim``: each image as its mean colour;
-  ``pca_psnr``/``_ssim``: a PCA code of the model's code size (``paths ×
-  channels`` numbers), fitted on ``PCA_CROPS_PER_COMPONENT`` of the run's
-  training crops per component (with its augmentation). The batches are
-  streamed, as :func:`evaluate` does.
+  ``mean_colour_psnr``: each image as its mean colour; ``pca_psnr``: a PCA
+  code of the model's code size (``paths × channels`` numbers), fitted on
+  ``PCA_CROPS_PER_COMPONENT`` of the run's training crops per component
+  (with its augmentation; fitted once per config and process). The batches
+  are streamed, as :func:`evaluate` does.
   """
-  components = config.get("paths", 1) * config.channels
-  pixels = config.image_size**2 * 3
-  count = max(components, min(PCA_CROPS_PER_COMPONENT * components,
-                              PCA_MAX_VALUES // pixels))
-  code = reconstruction.fit_pca(training_crops(config, count), components)
+  code = _training_pca(json.dumps(run_config.to_dict(config), sort_keys=True))
   sums, total = {}, 0.0
   for batch in batches:
     images = np.asarray(batch["image"]).reshape(
         (-1,) + batch["image"].shape[-3:])
-    mask = np.asarray(batch["mask"]).reshape(-1)
-    scores = jax.device_get(reconstruction.baseline_quality(images, code))
-    for key, values in scores.items():
-      sums[key] = sums.get(key, 0.0) + float(np.sum(values * mask))
-    total += float(mask.sum())
+    real = np.asarray(batch["mask"]).reshape(-1) > 0
+    scores = jax.device_get(reconstruction.baseline_psnr(images, code))
+    for key, values in scores.items():  # Padding examples may be NaN.
+      sums[key] = sums.get(key, 0.0) + float(np.sum(values[real]))
+    total += float(real.sum())
   return {k: v / total for k, v in sums.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _training_pca(config_json: str) -> reconstruction.PCACode:
+  """The PCA code of :func:`baseline_scores` for a config (as JSON)."""
+  config = run_config.from_dict(json.loads(config_json))
+  components = config.get("paths", 1) * config.channels
+  pixels = config.image_size**2 * 3
+  count = max(components, min(PCA_CROPS_PER_COMPONENT * components,
+                              PCA_MAX_VALUES // pixels))
+  return reconstruction.fit_pca(training_crops(config, count), components)
 
 
 def check_idx_dataset(config: ml_collections.ConfigDict) -> None:
