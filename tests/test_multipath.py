@@ -19,6 +19,7 @@ from finola_jax import tasks
 from finola_jax.models import autoencoder
 from finola_jax.models import layers
 from finola_jax.models import masked
+from finola_jax.tasks import probe
 from finola_jax.tasks import reconstruction
 from finola_jax.train import run_config
 from tests import helpers
@@ -243,6 +244,9 @@ def test_masked_paths(masking):
     loss, _ = jax.jit(task.loss)(params, {"image": images}, keys)
     assert np.isfinite(loss)
     assert task.features(params, images).shape == (2, 2 * channels)
+    # The probes read the whole M·C-channel map of the encoder.
+    encoded = probe.masked_finola_encoder(task.model)(params["encoder"], images)
+    assert encoded.shape[-1] == 2 * channels
   else:
     size = config.image_size // config.stride
     block = jax.random.normal(jax.random.PRNGKey(3),

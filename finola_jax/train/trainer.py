@@ -27,6 +27,7 @@ from absl import logging
 from clu import periodic_actions
 from etils import epath
 from flax import jax_utils
+from jax.experimental import multihost_utils
 
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
@@ -56,14 +57,14 @@ def train_batches_fn(config: ml_collections.ConfigDict
 
 
 def training_crops(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
-  """The first ``count`` training crops ``[count, S, S, 3]`` of the config's
-  pipeline (this process's share, with its augmentation)."""
-  crops, batches, total = [], train_batches_fn(config)(0), 0
-  while total < count:
-    images = np.asarray(next(batches)["image"])
-    crops.append(images.reshape((-1,) + images.shape[-3:]))
-    total += len(crops[-1])
-  return np.concatenate(crops)[:count]
+  """At least ``count`` training crops ``[N, S, S, 3]`` of the config's
+  pipeline (with its augmentation): whole global batches from step 0,
+  gathered from every process, so any process layout draws the same set."""
+  batches = train_batches_fn(config)(0)
+  local = [np.asarray(next(batches)["image"])
+           for _ in range(-(-count // config.batch_size))]
+  local = np.concatenate([b.reshape((-1,) + b.shape[-3:]) for b in local])
+  return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
 def images_of(batches) -> np.ndarray:
@@ -99,7 +100,11 @@ def baseline_scores(config: ml_collections.ConfigDict,
     for key, values in scores.items():  # Padding examples may be NaN.
       sums[key] = sums.get(key, 0.0) + float(np.sum(values[real]))
     total += float(real.sum())
-  return {k: v / total for k, v in sums.items()}
+  # Each process streamed its share of the images.
+  keys = sorted(sums)
+  totals = np.sum(multihost_utils.process_allgather(
+      np.array([sums[k] for k in keys] + [total], np.float64)), axis=0)
+  return {k: float(v / totals[-1]) for k, v in zip(keys, totals[:-1])}
 
 
 @functools.lru_cache(maxsize=4)
