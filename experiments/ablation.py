@@ -7,7 +7,9 @@ with its --config.KEY overrides) once per (decoder, stride), each evaluated
 on the validation split and on --eval_dir (the Kodak photographs by
 default), and prints a markdown table with PSNR, SSIM and the parameter
 counts of the map-making part of each decoder (A and B for finola/linear,
-the dense layer for dense) and of the upsampler:
+the dense layer for dense) and of the upsampler, beside the baselines on the
+same images: the mean colour and a PCA code of the same size (C numbers,
+fitted on the run's training crops):
 
   python3 -m experiments.ablation --root=/tmp/finola_ablation \
     --config.steps=400 --config.channels=128
@@ -68,6 +70,11 @@ def run(config, root: str, decoder: str, stride: int, eval_dir: str) -> dict:
           "val_psnr": validation["psnr"], "val_ssim": validation["ssim"],
           "kodak_psnr": held_out.get("psnr", float("nan")),
           "kodak_ssim": held_out.get("ssim", float("nan")),
+          "pca_val_psnr": validation["pca_psnr"],
+          "pca_kodak_psnr": held_out.get("pca_psnr", float("nan")),
+          "mean_colour_val_psnr": validation["mean_colour_psnr"],
+          "mean_colour_kodak_psnr": held_out.get("mean_colour_psnr",
+                                                 float("nan")),
           "map_params": parameter_count(map_part),
           "upsampler_params": parameter_count(params["upsampler"])}
 
@@ -81,12 +88,16 @@ def main(argv):
             for s in FLAGS.strides for d in FLAGS.decoders]
     print(f"\nAblation at {FLAGS.config.steps} steps, C={FLAGS.config.channels}:\n")
     print("| stride | map | decoder | val PSNR | val SSIM | Kodak PSNR | Kodak SSIM | "
+          "mean colour val / Kodak PSNR | PCA code val / Kodak PSNR | "
           "map-making params | upsampler params |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
       print(f"| {r['stride']} | {r['map_size']}×{r['map_size']} | {r['decoder']} | "
             f"{r['val_psnr']:.2f} | {r['val_ssim']:.3f} | {r['kodak_psnr']:.2f} | "
-            f"{r['kodak_ssim']:.3f} | {r['map_params']:,} | {r['upsampler_params']:,} |")
+            f"{r['kodak_ssim']:.3f} | {r['mean_colour_val_psnr']:.2f} / "
+            f"{r['mean_colour_kodak_psnr']:.2f} | {r['pca_val_psnr']:.2f} / "
+            f"{r['pca_kodak_psnr']:.2f} | {r['map_params']:,} | "
+            f"{r['upsampler_params']:,} |")
     (epath.Path(FLAGS.root) / "ablation.json").write_text(json.dumps(rows, indent=2))
 
 

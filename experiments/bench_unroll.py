@@ -38,6 +38,11 @@ It also times ``jit(unroll).lower(...).compile()`` for a 16x16 and a 256x256
 map (N=1, C=64): a scan compiles once whatever the map size, so the ratio
 should stay near 1 (target: within 1.5x).
 
+``--paths=1,4`` instead times ``finola_jax.unroll_paths`` (M paths in one
+call, each with its own A, B) for each M against M=1 and reports the time
+per path (``per path / M=1`` below 1: M paths cost less than M single
+unrolls).
+
 Usage (the key figure, N=32, C=512, H=W=16)::
 
   python3 -m experiments.bench_unroll --n=32 --c=512 --hw=16
@@ -105,6 +110,10 @@ _BREAKDOWN = flags.DEFINE_bool(
     "Also time, interleaved with the rest, unroll(normalized=False) (the cost "
     "of normalization), the vertical phase alone (an H x 1 unroll) and count "
     "minor page faults per call of fwd and matmul (fresh output buffers).")
+_PATHS = flags.DEFINE_list(
+    "paths", None, "Only time multi-path unrolls (finola_jax.unroll_paths) "
+    "with these numbers of paths M, against M=1 in the same repeats, at each "
+    "shape of --n, --c, --hw (e.g. --paths=1,4,8).")
 _OUTPUT = flags.DEFINE_string("output", None,
                               "Also write the markdown report to this file.")
 
@@ -257,6 +266,75 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
     # Against three same-FLOP matmuls: 3 * matmul time / fwd+bwd time.
     result["bwd_ratio"] = result["bwd_gflops"] / result["mm_gflops"]
   return result
+
+
+def bench_paths(n: int, c: int, hw: int, paths: Sequence[int], repeats: int,
+                path: str, dtype: str, implementation: str,
+                backward: bool) -> List[Dict[str, float]]:
+  """Times ``unroll_paths`` for each M of ``paths`` (and M=1), interleaved.
+
+  Returns one row per M: the medians ``fwd_s`` (and ``bwd_s``), their time
+  per path, and ``per_path_vs_one``: time per path over the time of M=1;
+  ``loop_*``: the forward as M separate single-path unrolls in one jitted
+  program instead of one batched call (the alternative to ``vmap``).
+  """
+  paths = sorted(set(paths) | {1})
+  rng = np.random.default_rng(0)
+  fns, args = {}, {}
+  for m in paths:
+    q = jnp.asarray(rng.normal(size=(n, m, c)), jnp.dtype(dtype))
+    A, B = (jnp.asarray(0.1 * rng.normal(size=(m, c, c)) / np.sqrt(c),
+                        jnp.dtype(dtype)) for _ in range(2))
+    unroll = functools.partial(fj.unroll_paths, height=hw, width=hw, path=path,
+                               implementation=implementation)
+    fns[m, "fwd"] = jax.jit(unroll)
+    # The alternative to vmap: M single-path unrolls in one program.
+    single = functools.partial(fj.unroll, height=hw, width=hw, path=path,
+                               implementation=implementation)
+    fns[m, "loop"] = jax.jit(lambda q, A, B, f=single: jnp.stack(
+        [f(q[:, i], A[i], B[i]) for i in range(A.shape[0])], axis=1))
+    if backward:
+      fns[m, "bwd"] = jax.jit(jax.grad(
+          lambda q, A, B, f=unroll: jnp.sum(jnp.square(f(q, A, B))),
+          argnums=(0, 1, 2)))
+    args[m] = (q, A, B)
+  for (m, _), fn in fns.items():  # Compile and warm up twice.
+    _block(fn(*args[m]))
+    _block(fn(*args[m]))
+  times = {key: [] for key in fns}
+  for _ in range(repeats):
+    for (m, kind), fn in fns.items():
+      times[m, kind].append(_time_once(fn, *args[m]))
+  used, interpret = fj.core.select_implementation(
+      implementation, jnp.dtype(dtype), c, n * hw * hw * c)
+  rows = []
+  for m in paths:
+    row = {"n": n, "c": c, "hw": hw, "paths": m, "dtype": dtype,
+           "implementation": used + (" (interpreted)" if interpret else "")}
+    for kind in ("fwd", "loop", "bwd") if backward else ("fwd", "loop"):
+      seconds = statistics.median(times[m, kind])
+      one = statistics.median(times[1, kind])
+      row[f"{kind}_s"] = seconds
+      row[f"{kind}_per_path_s"] = seconds / m
+      row[f"{kind}_per_path_vs_one"] = seconds / m / one
+    rows.append(row)
+  return rows
+
+
+def paths_markdown(rows: Sequence[Dict[str, float]], backward: bool) -> str:
+  """The multi-path table: time per path against one path."""
+  kinds = ("fwd", "loop", "bwd") if backward else ("fwd", "loop")
+  names = {"fwd": "fwd", "loop": "fwd, M unrolls unbatched", "bwd": "fwd+bwd"}
+  lines = ["| N | C | H=W | impl | M | " + " | ".join(
+      f"{names[k]} ms | {names[k]} ms/path | {names[k]} per path / M=1"
+      for k in kinds) + " |",
+           "|---" * (5 + 3 * len(kinds)) + "|"]
+  for r in rows:
+    lines.append(f"| {r['n']} | {r['c']} | {r['hw']} | {r['implementation']} "
+                 f"| {r['paths']} | " + " | ".join(
+                     f"{1e3 * r[k + '_s']:.2f} | {1e3 * r[k + '_per_path_s']:.2f}"
+                     f" | {r[k + '_per_path_vs_one']:.2f}" for k in kinds) + " |")
+  return "\n".join(lines)
 
 
 def compile_times(sizes: Sequence[int], repeats: int, n: int = 1,
@@ -412,6 +490,24 @@ def main(argv):
                 f"{rows[-1]['ratio']:.2f}", flush=True)
     text = "\n".join(["\n".join("    " + h for h in header), "",
                       memory_markdown(rows)])
+    print()
+    print(text)
+    if _OUTPUT.value:
+      with open(_OUTPUT.value, "w") as f:
+        f.write(text + "\n")
+    return
+
+  if _PATHS.value:
+    rows = []
+    for n in map(int, _N.value):
+      for c in map(int, _C.value):
+        for hw in map(int, _HW.value):
+          rows += bench_paths(n, c, hw, [int(m) for m in _PATHS.value],
+                              _REPEATS.value, _PATH.value, _DTYPE.value,
+                              _IMPLEMENTATION.value, _BACKWARD.value)
+          print(f"N={n} C={c} H=W={hw}: done", flush=True)
+    text = "\n".join(["\n".join("    " + h for h in header), "",
+                      paths_markdown(rows, _BACKWARD.value)])
     print()
     print(text)
     if _OUTPUT.value:

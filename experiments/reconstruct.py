@@ -35,9 +35,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS,
 
 
 def train_and_evaluate(config, workdir: str):
-  """Trains a reconstruction ``config`` in ``workdir``; the final metrics."""
+  """Trains a reconstruction ``config`` in ``workdir``; the final metrics.
+
+  Beside the model's validation PSNR/SSIM they hold the baselines it must
+  beat on the same images (``trainer.baseline_scores``: ``mean_colour_*``
+  and ``pca_*``, a PCA code of the model's size fitted on its training
+  crops).
+  """
   run_config.check_choice(config, "task", ["reconstruction"])
-  return trainer.train_and_evaluate(config, workdir)
+  metrics = trainer.train_and_evaluate(config, workdir)
+  return dict(metrics, **trainer.baseline_scores(
+      config, trainer.validation_batches_fn(config)()))
 
 
 def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> None:

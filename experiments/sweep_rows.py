@@ -8,15 +8,12 @@ TensorFlow, ``tools/gpu_sweep_check.py``.
 
 from __future__ import annotations
 
-from typing import Dict
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from finola_jax.models import autoencoder
-from finola_jax.tasks import reconstruction
 
 
 def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
@@ -38,15 +35,6 @@ def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
   if reference_channels is not None:
     config.matrix_learning_rate_scale *= reference_channels / channels
   return config
-
-
-def mean_colour_scores(images: np.ndarray) -> Dict[str, float]:
-  """PSNR/SSIM of predicting each ``[N, S, S, 3]`` image by its mean colour."""
-  prediction = np.broadcast_to(images.mean(axis=(1, 2), keepdims=True),
-                               images.shape)
-  quality = jax.jit(reconstruction.image_quality)(jnp.asarray(prediction),
-                                                  jnp.asarray(images))
-  return {k: float(jnp.mean(v)) for k, v in quality.items()}
 
 
 def max_abs_map(config: ml_collections.ConfigDict, params,

@@ -12,7 +12,9 @@ evaluated on the validation split and on --eval_dir (the Kodak photographs;
 skipped when absent) and reports beside PSNR/SSIM:
 
 * the mean-colour baseline (every image predicted by its own mean colour),
-  which a row must beat to have learned anything;
+  which a row must beat to have learned anything, and a PCA code of the
+  same size (C components fitted on the row's own training crops), the
+  linear code a learned one should beat;
 * the map-making parameters (A and B, or the dense layer), the upsampler's
   and the model's;
 * max |z| of the feature maps of the validation images at initialization
@@ -58,6 +60,7 @@ from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
+from finola_jax.tasks import reconstruction
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 
@@ -105,13 +108,6 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
 # --------------------------------------------------------------- measures ---
 
 
-def images_of(batches) -> np.ndarray:
-  """The real (unpadded) images of evaluation batches: ``[N, S, S, 3]``."""
-  return np.concatenate([np.asarray(b["image"]).reshape(
-      (-1,) + b["image"].shape[2:])[np.asarray(b["mask"]).reshape(-1) > 0]
-                         for b in batches])
-
-
 def parameter_counts(params) -> Dict[str, int]:
   """Map-making (A and B, or the dense layer), upsampler and total counts."""
   return {"map_params": ablation.parameter_count(
@@ -152,7 +148,10 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
     finite = True
   except trainer.NonFiniteError as error:
     logging.warning("%s: %s", workdir, error)
-    finite, validation = False, {"psnr": math.nan, "ssim": math.nan}
+    finite = False
+    validation = dict(trainer.baseline_scores(
+        config, trainer.validation_batches_fn(config)()),
+                      psnr=math.nan, ssim=math.nan)
   held_out = {}
   if finite and eval_dir is not None:
     held_out = trainer.evaluate_directory(config, workdir, eval_dir)
@@ -168,6 +167,8 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
       val_psnr=validation["psnr"], val_ssim=validation["ssim"],
       kodak_psnr=held_out.get("psnr", math.nan),
       kodak_ssim=held_out.get("ssim", math.nan),
+      pca_val_psnr=validation["pca_psnr"],
+      pca_kodak_psnr=held_out.get("pca_psnr", math.nan),
       max_abs_z_init=sweep_rows.max_abs_map(config, initial,
                                             validation_images),
       max_abs_z_end=max_abs_z_end,
@@ -192,11 +193,11 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
   result: Dict[str, Any] = {"rows": [], "not_run": [], "mean_colour": {}}
   validation = {}
   for size in sizes:
-    validation[size] = images_of(trainer.validation_batches_fn(
+    validation[size] = trainer.images_of(trainer.validation_batches_fn(
         sweep_rows.row_config(config, decoders[0], size, channels[0]))())
-    baseline = {"val": sweep_rows.mean_colour_scores(validation[size])}
+    baseline = {"val": reconstruction.mean_colour_scores(validation[size])}
     if eval_dir is not None:
-      baseline["kodak"] = sweep_rows.mean_colour_scores(images_of(
+      baseline["kodak"] = reconstruction.mean_colour_scores(trainer.images_of(
           input_pipeline.create_directory_eval_iterator(
               eval_dir, image_size=size, global_batch_size=config.batch_size)))
     result["mean_colour"][str(size)] = baseline
@@ -229,7 +230,8 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
 def markdown_table(result: Dict[str, Any]) -> str:
   """The rows of ``result`` as a markdown table, with the mean colour."""
   columns = ("C", "map", "decoder", "val PSNR", "val SSIM", "Kodak PSNR",
-             "Kodak SSIM", "mean colour val / Kodak PSNR", "beats mean colour",
+             "Kodak SSIM", "mean colour val / Kodak PSNR",
+             "PCA code val / Kodak PSNR", "beats mean colour",
              "map-making params", "total params", "max abs z init",
              "max abs z end", "finite")
   lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
@@ -240,6 +242,7 @@ def markdown_table(result: Dict[str, Any]) -> str:
         f"| {r['channels']} | {r['map_size']}×{r['map_size']} | {r['decoder']} | "
         f"{r['val_psnr']:.2f} | {r['val_ssim']:.3f} | {r['kodak_psnr']:.2f} | "
         f"{r['kodak_ssim']:.3f} | {baseline['val']['psnr']:.2f} / {kodak:.2f} | "
+        f"{r['pca_val_psnr']:.2f} / {r['pca_kodak_psnr']:.2f} | "
         f"{'yes' if r['beats_mean_colour'] else 'no'} | {r['map_params']:,} | "
         f"{r['total_params']:,} | {r['max_abs_z_init']:.3g} | "
         f"{r['max_abs_z_end']:.3g} | {'yes' if r['finite'] else 'no'} |")

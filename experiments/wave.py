@@ -6,6 +6,9 @@ Reads ``WORKDIR/config.json`` and the latest readable checkpoint of an
 ``experiments.reconstruct`` run with a ``finola`` or ``linear`` decoder and
 writes to ``WORKDIR/wave/``:
 
+* the sizes of the unrolled maps of the first ``--num_images`` validation
+  images and the spectral quantities of ``A``, ``B``, as training logs them
+  (``wave.json``'s ``unroll``);
 * ``speeds.png``: the wave speeds, the eigenvalues of ``A B⁻¹``, in the
   complex plane (summary in ``wave.json``);
 * the PDE residuals (:func:`finola_jax.pde_residual`) of the unrolled maps of
@@ -103,6 +106,9 @@ def load_run(workdir: str):
   if config.decoder not in ("finola", "linear"):
     raise ValueError(f"{workdir} holds a {config.decoder!r} decoder; the wave "
                      "view needs the matrices A, B of a 'finola' or 'linear' one.")
+  if layers.multipath(config)[0] != 1:
+    raise ValueError(f"{workdir} holds a {layers.multipath(config)[0]}-path "
+                     "model; the wave view reads one pair A, B (one path).")
   step, params = checkpointing.restore_latest_params(workdir)
   return model, params, step, config
 
@@ -261,6 +267,16 @@ def render(model, params, images, scale: int):
   return feature_map, decode(model, params, feature_map).astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
+def unroll_statistics(model, params, images) -> Dict[str, jax.Array]:
+  """What training logs of the unroll (``train/max_abs_z``, ...), for
+  ``images``: ``finola_jax.map_statistics`` of their path maps and
+  ``finola_jax.matrix_statistics`` of ``A``, ``B``."""
+  maps = model.apply({"params": params}, images,
+                     method=lambda m, x: m.path_maps(m.encode(x)))
+  return dict(finola_jax.map_statistics(maps), **layers.matrix_metrics(params))
+
+
 def bicubic(images, scale: int) -> jax.Array:
   n, h, w, c = images.shape
   return jax.image.resize(images, (n, scale * h, scale * w, c), "bicubic")
@@ -357,6 +373,8 @@ def analyse(workdir: str, scales: Sequence[int], *, max_size: int = 256,
   photographs = {k: validation_images(config, k * config.image_size, num_images)
                  for k in scales}
   result["num_images"] = len(images)
+  result["unroll"] = {k: float(v) for k, v in
+                      unroll_statistics(model, params, images).items()}
   result["rendering"], columns = rendering_report(
       model, params, images, photographs, batch_size=batch_size)
   for scale, column in columns.items():

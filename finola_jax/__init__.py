@@ -20,9 +20,13 @@ training loop and the programs' flags).
 from finola_jax.core import CORNERS
 from finola_jax.core import PATHS
 from finola_jax.core import extrapolate
+from finola_jax.core import extrapolate_paths
 from finola_jax.core import normalize
 from finola_jax.core import select_implementation
 from finola_jax.core import unroll
+from finola_jax.core import unroll_paths
+from finola_jax.wave import map_statistics
+from finola_jax.wave import matrix_statistics
 from finola_jax.wave import pde_residual
 from finola_jax.wave import wave_basis
 from finola_jax.wave import wave_speeds
@@ -33,10 +37,14 @@ __all__ = (
     "CORNERS",
     "PATHS",
     "extrapolate",
+    "extrapolate_paths",
+    "map_statistics",
+    "matrix_statistics",
     "normalize",
     "pde_residual",
     "select_implementation",
     "unroll",
+    "unroll_paths",
     "wave_basis",
     "wave_speeds",
 )

@@ -540,3 +540,91 @@ def extrapolate(block: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
                                               precision, implementation)
   return _fill(block, A_t, B_t, extents, path, step, eps, normalized,
                precision, implementation)
+
+
+# --------------------------------------------------------------------------
+# Multi-path FINOLA: M initial vectors, each with its own A_m, B_m. These are
+# ``jax.vmap`` of the single-path functions over the path axis, not a second
+# implementation: the scans, the custom VJP and ``pallas_call`` all have
+# batching rules, and vmap turns every walk of the Pallas kernel into one
+# launch with a leading grid axis over the paths (its barrier counters are
+# batched with it, one set per path), so all M paths take one call per phase
+# on either backend. The single-path functions stay the reference; these
+# check the stacked shapes first so that a mistake names the path axis.
+
+
+def _check_stacked(x: Array, name: str, A, B, axis: int) -> int:
+  """Checks ``A``, ``B`` ``[M, C, C]`` against ``x``'s path axis; returns M."""
+  for matrix_name, m in (("A", A), ("B", B)):
+    if jnp.ndim(m) != 3 or jnp.shape(m)[1] != jnp.shape(m)[2]:
+      raise ValueError(
+          f"{matrix_name} must stack one C×C matrix per path, shape [M, C, C], "
+          f"got shape {jnp.shape(m)}.")
+  if jnp.shape(A) != jnp.shape(B):
+    raise ValueError(f"A and B must have the same shape [M, C, C], got "
+                     f"{jnp.shape(A)} and {jnp.shape(B)}.")
+  paths = jnp.shape(A)[0]
+  if x.ndim < -axis or x.shape[axis] != paths:
+    raise ValueError(
+        f"{name} must have the path axis M={paths} (A's first axis) at "
+        f"position {axis}, got shape {x.shape}.")
+  return paths
+
+
+def unroll_paths(q: ArrayLike, A: ArrayLike, B: ArrayLike, height: int,
+                 width: int, **options) -> Array:
+  """:func:`unroll` of M initial vectors, path ``m`` with its own ``A_m, B_m``.
+
+  ``unroll_paths(q, A, B, H, W)[..., m, :, :, :] ==
+  unroll(q[..., m, :], A[m], B[m], H, W)`` for every ``m``. It is
+  ``jax.vmap(unroll)`` over the path axis, so any single-path call can be
+  batched the same way (``jax.vmap(functools.partial(unroll, height=H,
+  width=W), in_axes=(-2, 0, 0), out_axes=-4)``); on the Pallas backend each
+  phase is one launch whose grid has an extra leading axis over the paths.
+
+  Args:
+    q: ``[..., M, C]`` initial vectors.
+    A, B: ``[M, C, C]`` matrices, one pair per path.
+    height, width: map size (static).
+    **options: keyword arguments of :func:`unroll` (``origin``, ``path``,
+      ``step``, ``eps``, ``normalized``, ``precision``, ``implementation``);
+      ``step`` is shared by the paths.
+
+  Returns:
+    ``[..., M, H, W, C]`` maps.
+  """
+  q = jnp.asarray(q)
+  _check_stacked(q, "q", A, B, -2)
+  axis = q.ndim - 2
+  return jax.vmap(
+      lambda q_m, A_m, B_m: unroll(q_m, A_m, B_m, height, width, **options),
+      in_axes=(axis, 0, 0), out_axes=axis)(q, A, B)
+
+
+def extrapolate_paths(block: ArrayLike, A: ArrayLike, B: ArrayLike,
+                      height: int, width: int, **options) -> Array:
+  """:func:`extrapolate` of M corner blocks, path ``m`` with ``A_m, B_m``.
+
+  ``extrapolate_paths(block, A, B, H, W)[..., m, :, :, :] ==
+  extrapolate(block[..., m, :, :, :], A[m], B[m], H, W)``; a ``jax.vmap``
+  of :func:`extrapolate` over the path axis, as :func:`unroll_paths`.
+
+  Args:
+    block: ``[..., M, h, w, C]`` known corners.
+    A, B: ``[M, C, C]`` matrices, one pair per path.
+    height, width: size of the completed maps (static).
+    **options: keyword arguments of :func:`extrapolate`.
+
+  Returns:
+    ``[..., M, height, width, C]`` maps.
+  """
+  block = jnp.asarray(block)
+  if block.ndim < 4:
+    raise ValueError(
+        f"block must have shape [..., M, h, w, C], got shape {block.shape}.")
+  _check_stacked(block, "block", A, B, -4)
+  axis = block.ndim - 4
+  return jax.vmap(
+      lambda b_m, A_m, B_m: extrapolate(b_m, A_m, B_m, height, width,
+                                        **options),
+      in_axes=(axis, 0, 0), out_axes=axis)(block, A, B)

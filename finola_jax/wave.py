@@ -134,3 +134,63 @@ def pde_residual(z, A, B, *, origin: Optional[Tuple[int, int]] = None,
     return jnp.sqrt(err) / jnp.maximum(jnp.sqrt(norm), tiny)
 
   return relative(A_t, -2, col, width), relative(B_t, -3, row, height)
+
+
+# --------------------------------------------------------------------------
+# Watching the unroll: how large the maps get and what in A and B lets them.
+# A step adds s·A ẑ with |ẑ| = √C whatever |z| is; with u the centred part
+# of z, |u|² grows along a walk while ẑᵀAẑ + |Aẑ|²/(2σ) > 0, so the largest
+# eigenvalue of A's symmetric part says whether |z| can settle.
+
+
+def map_statistics(maps, origin: Optional[Tuple[int, int]] = None) -> dict:
+  """Sizes of unrolled maps: ``max_abs_z``, ``mean_abs_z``, ``edge_to_centre``.
+
+  ``|z|`` is each entry's absolute value; ``edge_to_centre`` is the mean
+  ``|z|`` over the map's border cells divided by the mean ``|z|`` at the
+  origin (where ``q`` sits): above 1 the maps grow away from ``q``.
+
+  Args:
+    maps: ``[..., H, W, C]`` maps (any leading axes: batch, paths).
+    origin: ``(row, column)`` of ``q``; the centre ``(H // 2, W // 2)``
+      when ``None``.
+
+  Returns:
+    ``{name: float32 scalar}``.
+  """
+  magnitude = jnp.abs(jnp.asarray(maps).astype(jnp.float32))
+  height, width = magnitude.shape[-3:-1]
+  row, col = core.resolve_origin(height, width, origin)
+  border = jnp.ones((height, width), bool).at[1:-1, 1:-1].set(False)
+  per_cell = jnp.mean(magnitude, axis=-1)
+  edge = jnp.sum(per_cell * border) / (jnp.sum(border) * per_cell[..., 0, 0].size)
+  centre = jnp.mean(per_cell[..., row, col])
+  return {"max_abs_z": jnp.max(magnitude), "mean_abs_z": jnp.mean(magnitude),
+          "edge_to_centre": edge / centre}
+
+
+def matrix_statistics(A, B) -> dict:
+  """Spectral norms of ``A``, ``B`` and the top eigenvalue of their symmetric parts.
+
+  Keys ``A_spectral_norm``, ``B_spectral_norm`` (largest singular value),
+  ``A_symmetric_max_eig``, ``B_symmetric_max_eig`` (largest eigenvalue of
+  ``(M + Mᵀ)/2``). Stacked ``[P, C, C]`` matrices (one pair per path) give
+  the largest over the paths.
+
+  Args:
+    A, B: ``[C, C]`` or ``[P, C, C]`` matrices.
+
+  Returns:
+    ``{name: float32 scalar}``.
+  """
+  result = {}
+  for name, matrix in (("A", A), ("B", B)):
+    matrix = jnp.asarray(matrix).astype(jnp.float32)
+    if matrix.ndim not in (2, 3) or matrix.shape[-1] != matrix.shape[-2]:
+      raise ValueError(f"{name} must be [C, C] or [P, C, C], got shape "
+                       f"{matrix.shape}.")
+    singular = jnp.linalg.svd(matrix, compute_uv=False)
+    symmetric = 0.5 * (matrix + jnp.swapaxes(matrix, -1, -2))
+    result[f"{name}_spectral_norm"] = jnp.max(singular)
+    result[f"{name}_symmetric_max_eig"] = jnp.max(jnp.linalg.eigvalsh(symmetric))
+  return result

@@ -39,7 +39,7 @@ def test_tfds_dataset(tmp_path):
     metrics = reconstruct.train_and_evaluate(
         helpers.tiny_config(dataset="cifar10", data_dir=data_dir,
                             colour_augmentation=False), str(tmp_path / "run"))
-  assert set(metrics) == {"psnr", "ssim"}
+  assert set(metrics) == {"psnr", "ssim", "mean_colour_psnr", "pca_psnr"}
   assert helpers.checkpoint_steps(tmp_path / "run") == CHECKPOINTS
   assert helpers.train_loss_steps(tmp_path / "run") == list(range(1, STEPS + 1))
   assert os.listdir(tmp_path / "run" / "images") == [f"eval_{STEPS:07d}.png"]
@@ -50,11 +50,15 @@ def test_folder_dataset_eval_dir_and_eval_only(tmp_path):
   eval_dir = helpers.write_photo_folder(str(tmp_path / "eval"), 3, seed=1)
   workdir = tmp_path / "run"
   stdout = run(workdir, f"--eval_dir={eval_dir}", dataset=f"folder:{photos}")
-  assert re.search(r"Validation split of 'folder:.*': psnr=[\d.]+, ssim=", stdout)
-  assert f"{eval_dir}: psnr=" in stdout and "over 3 images" in stdout
+  assert re.search(r"Validation split of 'folder:.*':.* psnr=[\d.]+, ssim=", stdout)
+  assert re.search(rf"{re.escape(eval_dir)}: .*\bpsnr=[\d.]+", stdout)
+  assert "over 3 images" in stdout
   with open(workdir / "eval.json") as f:
     trained = json.load(f)
-  assert {"psnr", "ssim", "step", "num_images", "eval_dir"} <= set(trained)
+  assert {"psnr", "ssim", "step", "num_images", "eval_dir", "pca_psnr",
+          "mean_colour_psnr"} <= set(trained)
+  assert 0 < trained["pca_psnr"] < 100 and 0 < trained["mean_colour_psnr"] < 100
+  assert re.search(r"Validation split of .*pca_psnr=[\d.]+", stdout)
   assert trained["step"] == STEPS and trained["num_images"] == 3
   assert trained["eval_dir"] == os.path.abspath(eval_dir)
   assert 0 < trained["psnr"] < 100 and -1 <= trained["ssim"] <= 1

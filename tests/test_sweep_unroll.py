@@ -8,6 +8,7 @@ import PIL.Image
 
 from experiments import sweep_rows
 from experiments import sweep_unroll
+from finola_jax.tasks import reconstruction
 from tests import helpers
 
 
@@ -23,7 +24,8 @@ def test_sweep_writes_table_plot_and_finite_rows(tmp_path):
   assert (row["map_size"], row["decoder"], row["channels"]) == (4, "finola", 8)
   assert row["finite"] and row["steps"] == row["checkpoint_step"] == 2, row
   for key in ("val_psnr", "val_ssim", "kodak_psnr", "kodak_ssim",
-              "max_abs_z_init", "max_abs_z_end"):
+              "pca_val_psnr", "pca_kodak_psnr", "max_abs_z_init",
+              "max_abs_z_end"):
     assert math.isfinite(row[key]), (key, row)
   assert row["map_params"] == 2 * 8 * 8  # A and B
   assert 0 < row["upsampler_params"] < row["total_params"]
@@ -44,13 +46,14 @@ def test_mean_colour_baseline_and_a_diverging_row(tmp_path):
   error = images - images.mean(axis=(1, 2), keepdims=True)
   expected = np.mean(-10 * np.log10(np.mean(error**2, axis=(1, 2, 3))))
   np.testing.assert_allclose(
-      sweep_rows.mean_colour_scores(images)["psnr"], expected, rtol=1e-5)
+      reconstruction.mean_colour_scores(images)["psnr"], expected, rtol=1e-5)
   config = sweep_rows.row_config(
       helpers.tiny_config(learning_rate=1e30, steps=4, checkpoint_every=4),
       "linear", 4, 8)
   images = np.full((2, 4, 4, 3), 0.5, np.float32)
   row = sweep_unroll.run_row(config, str(tmp_path / "run"), images, None)
   assert not row["finite"] and math.isnan(row["val_psnr"])
+  assert math.isfinite(row["pca_val_psnr"])  # The baseline needs no model.
   assert math.isnan(row["max_abs_z_end"])  # stopped before any checkpoint
   assert math.isfinite(row["max_abs_z_init"])
 

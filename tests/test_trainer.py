@@ -328,7 +328,21 @@ def test_summaries_config_and_pictures(resumed_runs):
   train = [r for r in records if "train/loss" in r]
   evals = [r for r in records if "eval/psnr" in r]
   assert [r["step"] for r in train] == list(range(1, 7))
-  assert all(set(r) == {"step", "train/loss", "train/mse"} for r in train)
+  watched = {f"train/{k}" for k in (
+      "max_abs_z", "mean_abs_z", "edge_to_centre", "A_spectral_norm",
+      "B_spectral_norm", "A_symmetric_max_eig", "B_symmetric_max_eig")}
+  assert all(set(r) == {"step", "train/loss", "train/mse"} | watched
+             for r in train)
+  # The matrix quantities at the last step are those of its parameters.
+  _, params = checkpointing.restore_latest_params(workdir)
+  for name in ("A", "B"):
+    matrix = np.asarray(params["matrices"][name], np.float64)
+    np.testing.assert_allclose(train[-1][f"train/{name}_spectral_norm"],
+                               np.linalg.norm(matrix, 2), rtol=1e-4)
+    np.testing.assert_allclose(
+        train[-1][f"train/{name}_symmetric_max_eig"],
+        np.linalg.eigvalsh(0.5 * (matrix + matrix.T))[-1], rtol=1e-4, atol=1e-6)
+  assert all(r["train/max_abs_z"] >= r["train/mean_abs_z"] > 0 for r in train)
   assert [r["step"] for r in evals] == [3, 6]
   assert all(set(r) == {"step", "eval/psnr", "eval/ssim"} for r in evals)
   assert all(np.isfinite(v) for r in records for v in r.values())

@@ -85,6 +85,12 @@ def test_program_writes_speeds_residuals_and_renderings(tmp_path):
   result = json.loads((out / "wave.json").read_text())
   assert result["skipped_scales"] == [4] and result["num_images"] == 2
   assert result["speeds"]["channels"] == 8
+  # What training logs of the unroll, for the checkpoint.
+  _, params = checkpointing.restore_latest_params(str(tmp_path))
+  A = np.asarray(params["matrices"]["A"], np.float64)
+  np.testing.assert_allclose(result["unroll"]["A_spectral_norm"],
+                             np.linalg.norm(A, 2), rtol=1e-4)
+  assert result["unroll"]["max_abs_z"] >= result["unroll"]["mean_abs_z"] > 0
   assert np.isfinite(result["speeds"]["max_abs"])
   assert set(result["rendering"]) == {"1", "2"}
   rendering = result["rendering"]["2"]

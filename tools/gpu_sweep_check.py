@@ -59,6 +59,7 @@ from finola_jax import tasks
 from finola_jax.data import preprocessing
 from finola_jax.data import sources
 from finola_jax.models import autoencoder
+from finola_jax.tasks import reconstruction
 from finola_jax.train import step as step_lib
 # pylint: enable=g-import-not-at-top
 
@@ -164,7 +165,7 @@ def run_row(args, config, canvas, validation_images, deadline: float):
     return sweep_rows.max_abs_map(
         config, jax.tree_util.tree_map(lambda x: x[0], state.params), images)
 
-  mean_colour = sweep_rows.mean_colour_scores(np.asarray(images))["psnr"]
+  mean_colour = reconstruction.mean_colour_scores(np.asarray(images))["psnr"]
   row = dict(decoder=config.decoder, size=config.image_size,
              channels=config.channels, steps=config.steps,
              batch=config.batch_size,

@@ -39,6 +39,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.decoder = "finola"
   config.path = "vertical_first"  # see finola_jax.unroll
   config.matrix_init_scale = 0.1  # A, B ~ N(0, scale² / C)
+  # Multi-path FINOLA: M initial vectors, path m unrolled with its own
+  # A_m, B_m; the M maps combined by "mean" or "concat" (the decoder then
+  # reads M·C channels). pooling makes the vectors from the encoder's last
+  # map: "mean" (then a dense layer) or "attention" (M learned queries).
+  config.paths = 1
+  config.pooling = "mean"
+  config.combine = "mean"
 
   # Numerics. precision: compute dtype of convolutions and the unroll
   # ("float32" or "bfloat16"; parameters and the unroll's state stay float32).

@@ -15,16 +15,23 @@ DECODERS = ("finola", "linear", "dense")
 
 
 class Autoencoder(nn.Module):
-  """Encodes an image into ``q ∈ R^C`` and decodes it back.
+  """Encodes an image into M vectors ``q ∈ R^C`` and decodes it back.
 
-  ``config.decoder``:
-    - ``"finola"``: ``finola_jax.unroll`` of ``q`` from the centre of an
-      ``(H/s)×(W/s)`` map with the learned ``A``, ``B``;
+  ``config.pooling`` makes the M = ``config.paths`` initial vectors from the
+  encoder's last map (:class:`layers.InitialVectors`). ``config.decoder``:
+    - ``"finola"``: ``finola_jax.unroll`` of each ``q_m`` from the centre of
+      an ``(H/s)×(W/s)`` map with its own learned ``A_m``, ``B_m`` (all
+      paths in one call, ``finola_jax.unroll_paths``);
     - ``"linear"``: the same without normalization (QB-Heat);
-    - ``"dense"``: ``q`` → dense layer → the map (no autoregression).
-  The map is turned into pixels by :class:`layers.Upsampler` (three 3×3
-  convolutions at ``s = 1``). The config keys read are those of
-  ``experiments/configs/reconstruct.py``'s model and numerics sections.
+    - ``"dense"``: ``q_m`` → one dense layer, shared by the paths → a map
+      (no autoregression).
+  ``config.combine`` joins the M maps (``"mean"``, or ``"concat"``: the
+  decoder reads ``M·C`` channels). The map is turned into pixels by
+  :class:`layers.Upsampler` (three 3×3 convolutions at ``s = 1``). With one
+  path the parameters are those of single-path checkpoints (``to_q``,
+  ``matrices/A``, ``matrices/B`` ``[C, C]``). The config keys read are
+  those of ``experiments/configs/reconstruct.py``'s model and numerics
+  sections.
   """
   config: ml_collections.FrozenConfigDict
 
@@ -33,16 +40,19 @@ class Autoencoder(nn.Module):
     if config.decoder not in DECODERS:
       raise ValueError(f"Unknown decoder {config.decoder!r}; expected one of "
                        f"{DECODERS}.")
+    paths, pooling, _ = layers.multipath(config)
     dtype = jnp.dtype(config.precision)
     self.encoder = layers.ResNetEncoder(config.encoder_width, config.encoder_depth,
                                         config.channels, dtype=dtype)
-    self.to_q = nn.Dense(config.channels, name="to_q")
+    self.initial_vectors = layers.InitialVectors(config.channels, paths,
+                                                 pooling)
+    nn.share_scope(self, self.initial_vectors)
     if config.decoder == "dense":
       size = self.map_size
       self.to_map = nn.Dense(size * size * config.channels, name="to_map")
     else:
       self.matrices = layers.FinolaMatrices(config.channels,
-                                            config.matrix_init_scale)
+                                            config.matrix_init_scale, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
                                       dtype=dtype)
 
@@ -51,20 +61,41 @@ class Autoencoder(nn.Module):
     return self.config.image_size // self.config.stride
 
   def encode(self, images):
-    """``[B, H, W, 3]`` → ``q`` ``[B, C]`` (float32)."""
-    features = self.encoder(images).astype(jnp.float32)
-    return self.to_q(jnp.mean(features, axis=(1, 2)))
+    """``[B, H, W, 3]`` → ``q`` ``[B, C]`` with one path, else ``[B, M, C]``
+    (float32)."""
+    feature_map, tokens = layers.split_encoder_output(self.encoder(images))
+    q = self.initial_vectors(feature_map, tokens)
+    return q[:, 0] if q.shape[1] == 1 else q
 
-  def feature_map(self, q):
-    """``q`` ``[B, C]`` → ``[B, H/s, W/s, C]``."""
+  def path_maps(self, q):
+    """``q`` (as :meth:`encode` returns it) → the maps ``[B, M, H/s, W/s, C]``."""
+    q = q[:, None] if q.ndim == 2 else q
     size = self.map_size
     if self.config.decoder == "dense":
-      return self.to_map(q).reshape(q.shape[0], size, size, self.config.channels)
+      return self.to_map(q).reshape(q.shape[:2] + (size, size,
+                                                   self.config.channels))
+    normalized = self.config.decoder == "finola"
+    A, B = self.matrices()
+    if A.ndim == 2:
+      return layers.autoregress(
+          finola_jax.unroll, q[:, 0], (A, B), size, size, config=self.config,
+          normalized=normalized, path=self.config.path)[:, None]
     return layers.autoregress(
-        finola_jax.unroll, q, self.matrices(), size, size, config=self.config,
-        normalized=self.config.decoder == "finola", path=self.config.path)
+        finola_jax.unroll_paths, q, (A, B), size, size, config=self.config,
+        normalized=normalized, path=self.config.path)
+
+  def feature_map(self, q):
+    """``q`` → the map the decoder reads, ``[B, H/s, W/s, C]`` (``M·C`` with
+    ``combine="concat"``)."""
+    return layers.combine_paths(self.path_maps(q),
+                                layers.multipath(self.config)[2])
+
+  def reconstruct_with_maps(self, images):
+    """``(pixels [B, H, W, 3], path maps [B, M, H/s, W/s, C])``."""
+    maps = self.path_maps(self.encode(images))
+    feature_map = layers.combine_paths(maps, layers.multipath(self.config)[2])
+    return (layers.decode_in_chunks(self.upsampler, feature_map,
+                                    self.config.decoder_chunk), maps)
 
   def __call__(self, images):
-    return layers.decode_in_chunks(self.upsampler,
-                                   self.feature_map(self.encode(images)),
-                                   self.config.decoder_chunk)
+    return self.reconstruct_with_maps(images)[0]

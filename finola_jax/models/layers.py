@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import finola_jax
 from finola_jax import numerics
 
 Dtype = Any
@@ -197,19 +198,120 @@ _decode_chunks.defvjp(_decode_chunks_forward, _decode_chunks_backward)
 
 
 class FinolaMatrices(nn.Module):
-  """The shared ``C×C`` matrices ``A`` and ``B``.
+  """The shared ``C×C`` matrices ``A`` and ``B``, one pair per path.
 
   Initialized ``N(0, init_scale² / C)`` so that one step ``A ẑ`` of a
-  normalized ``ẑ`` changes each channel by about ``init_scale``.
+  normalized ``ẑ`` changes each channel by about ``init_scale``. One path
+  gives ``[C, C]`` matrices (the parameters of single-path checkpoints);
+  ``paths = M > 1`` gives ``[M, C, C]`` stacks.
   """
   channels: int
   init_scale: float = 0.1
+  paths: int = 1
 
   @nn.compact
   def __call__(self):
     init = nn.initializers.normal(self.init_scale / math.sqrt(self.channels))
     shape = (self.channels, self.channels)
+    if self.paths > 1:
+      shape = (self.paths,) + shape
     return self.param("A", init, shape), self.param("B", init, shape)
+
+
+def matrix_metrics(params) -> dict:
+  """``finola_jax.matrix_statistics`` of a model's ``matrices`` parameters
+  (``{}`` for a model without them)."""
+  if "matrices" not in params:
+    return {}
+  return finola_jax.matrix_statistics(params["matrices"]["A"],
+                                      params["matrices"]["B"])
+
+
+# Ways to make the M initial vectors and to combine the M unrolled maps.
+POOLINGS = ("mean", "attention", "tokens")
+COMBINES = ("mean", "concat")
+# The multi-path keys and the values that give the single-path model (also
+# the values of configs saved before the keys existed).
+MULTIPATH_DEFAULTS = {"paths": 1, "pooling": "mean", "combine": "mean"}
+
+
+def multipath(config) -> Tuple[int, str, str]:
+  """``(paths, pooling, combine)`` of a config, with the single-path defaults."""
+  return tuple(config.get(key, default)
+               for key, default in MULTIPATH_DEFAULTS.items())
+
+
+class InitialVectors(nn.Module):
+  """The M initial vectors ``q`` ``[B, M, C]`` from the encoder's output.
+
+  ``pooling``:
+    - ``"mean"``: the mean of the feature map over its positions, then one
+      dense layer to ``M·C`` (with ``M = 1``, today's ``to_q``);
+    - ``"attention"``: M learned queries cross-attend over the positions of
+      the feature map (the paper's attention pooling);
+    - ``"tokens"``: the same cross-attention over ``tokens`` ``[B, T, d]``
+      (e.g. Mobile-Former's global tokens) instead of the map.
+
+  Use it with ``nn.share_scope`` so that its parameters (``to_q``, or
+  ``queries`` and ``pool``) sit at the parent's top level, where
+  single-path checkpoints keep ``to_q``.
+  """
+  channels: int
+  paths: int = 1
+  pooling: str = "mean"
+
+  @nn.compact
+  def __call__(self, feature_map, tokens=None):
+    """``feature_map`` ``[B, h, w, F]``, ``tokens`` ``[B, T, d]`` or None."""
+    feature_map = feature_map.astype(jnp.float32)
+    batch = feature_map.shape[0]
+    if self.pooling == "mean":
+      pooled = jnp.mean(feature_map, axis=(1, 2))
+      q = nn.Dense(self.paths * self.channels, name="to_q")(pooled)
+      return q.reshape(batch, self.paths, self.channels)
+    if self.pooling == "attention":
+      context = feature_map.reshape(batch, -1, feature_map.shape[-1])
+    elif self.pooling == "tokens":
+      if tokens is None:
+        raise ValueError("pooling='tokens' needs the encoder's tokens "
+                         "[B, T, d]; this encoder returned none.")
+      context = tokens.astype(jnp.float32)
+    else:
+      raise ValueError(f"Unknown pooling {self.pooling!r}; expected one of "
+                       f"{POOLINGS}.")
+    queries = self.param("queries", nn.initializers.normal(1.0),
+                         (self.paths, self.channels))
+    attention = nn.MultiHeadDotProductAttention(
+        num_heads=_groups(self.channels), qkv_features=self.channels,
+        out_features=self.channels, name="pool")
+    return attention(jnp.broadcast_to(queries, (batch,) + queries.shape),
+                     context)
+
+
+def split_encoder_output(output):
+  """``(feature_map, tokens or None)`` of an encoder's output.
+
+  Encoders return a map ``[B, h, w, F]`` or ``(map, tokens [B, T, d])``.
+  """
+  if isinstance(output, tuple):
+    feature_map, tokens = output
+    return feature_map, tokens
+  return output, None
+
+
+def combine_paths(maps, combine: str):
+  """The M unrolled maps ``[B, M, H, W, C]`` as one map the decoder reads.
+
+  ``"mean"``: ``[B, H, W, C]``; ``"concat"``: ``[B, H, W, M·C]`` with
+  channel ``m·C + c`` holding path ``m``'s channel ``c``.
+  """
+  if combine == "mean":
+    return jnp.mean(maps, axis=1)
+  if combine == "concat":
+    batch, paths, height, width, channels = maps.shape
+    return jnp.moveaxis(maps, 1, -2).reshape(batch, height, width,
+                                             paths * channels)
+  raise ValueError(f"Unknown combine {combine!r}; expected one of {COMBINES}.")
 
 
 AUTOREGRESSIONS = ("finola", "linear")

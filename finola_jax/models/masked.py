@@ -9,6 +9,12 @@ sees only that quadrant, its feature map is the known corner block, and
 the encoder sees the image with the other patches zeroed, the features of
 the visible positions are pooled into one ``q`` and unrolled from the centre.
 Either way a decoder turns the full map into pixels.
+
+With ``config.paths = M > 1`` the encoder's map has ``M·C`` channels, path
+``m`` reading channels ``m·C .. m·C + C − 1``: each path completes its own
+``C``-channel block (or unrolls its own pooled ``q``) with its own ``A_m``,
+``B_m``, and ``config.combine`` joins the M completed maps. Probes read the
+whole ``M·C``-channel map.
 """
 
 from __future__ import annotations
@@ -84,11 +90,12 @@ class MaskedFinola(nn.Module):
                        f"{MASKINGS}.")
     layers.check_autoregression(config.extrapolation)
     dtype = jnp.dtype(config.precision)
+    paths = self.paths
     self.encoder = layers.ResNetEncoder(
-        config.encoder_width, config.encoder_depth, config.channels,
+        config.encoder_width, config.encoder_depth, paths * config.channels,
         downsample=layers.log2(config.stride), dtype=dtype)
     self.matrices = layers.FinolaMatrices(config.channels,
-                                          config.matrix_init_scale)
+                                          config.matrix_init_scale, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
                                       dtype=dtype)
 
@@ -96,27 +103,51 @@ class MaskedFinola(nn.Module):
   def map_size(self) -> int:
     return self.config.image_size // self.config.stride
 
+  @property
+  def paths(self) -> int:
+    return layers.multipath(self.config)[0]
+
   def features(self, images):
-    """Pooled encoder features ``[B, C]`` of whole images (for probing)."""
+    """Pooled encoder features ``[B, M·C]`` of whole images (for probing)."""
     return jnp.mean(self.encoder(images).astype(jnp.float32), axis=(1, 2))
 
+  def _split_paths(self, x):
+    """``[B, ..., M·C]`` → ``[B, M, ..., C]``."""
+    x = x.reshape(x.shape[:-1] + (self.paths, self.config.channels))
+    return jnp.moveaxis(x, -2, 1)
+
+  def _join_paths(self, feature_map):
+    """Completed ``[B, n, n, M·C]`` map → the map the decoder reads."""
+    return layers.combine_paths(self._split_paths(feature_map),
+                                layers.multipath(self.config)[2])
+
   def _grow(self, block, matrices, height: int, width: int, step):
-    """One example's ``[h, w, C]`` top-left block grown to ``height×width``
-    by walks of signed ``step`` (no growth along an axis already full)."""
-    return layers.autoregress(
-        finola_jax.extrapolate, block, matrices, height, width,
-        config=self.config, corner="top_left", step=step,
-        normalized=layers.check_autoregression(self.config.extrapolation))
+    """One example's ``[h, w, M·C]`` top-left block grown to
+    ``height×width`` by walks of signed ``step`` (no growth along an axis
+    already full); path ``m`` grows channels ``m·C .. m·C + C − 1``."""
+    normalized = layers.check_autoregression(self.config.extrapolation)
+    if matrices[0].ndim == 2:
+      return layers.autoregress(
+          finola_jax.extrapolate, block, matrices, height, width,
+          config=self.config, corner="top_left", step=step,
+          normalized=normalized)
+    grown = layers.autoregress(
+        finola_jax.extrapolate_paths, self._split_paths(block[None])[0],
+        matrices, height, width, config=self.config, corner="top_left",
+        step=step, normalized=normalized)
+    return jnp.moveaxis(grown, 0, -2).reshape(grown.shape[1:3] + (-1,))
 
   def complete_from_corner(self, block, corners):
-    """The full map ``[B, n, n, C]`` from each example's corner block.
+    """The full map ``[B, n, n, M·C]`` from each example's corner block
+    ``[B, h, w, M·C]``.
 
     Equals ``finola_jax.extrapolate(block[b], corner=CORNERS[corners[b]])``
-    for every ``b``, computing only that corner: each block is flipped so
-    its corner is the top left, where walking away from it along a flipped
-    axis is a step of ``−1`` (moving up or left in the image); the walks
-    along the two axes, with per-example signs, follow ``config.path``;
-    the completed map is flipped back.
+    for every ``b`` (per path: ``finola_jax.extrapolate_paths``), computing
+    only that corner: each block is flipped so its corner is the top left,
+    where walking away from it along a flipped axis is a step of ``−1``
+    (moving up or left in the image); the walks along the two axes, with
+    per-example signs, follow ``config.path``; the completed map is flipped
+    back.
     """
     size = self.map_size
     matrices = self.matrices()  # Outside jax.vmap: flax creates them here.
@@ -146,7 +177,8 @@ class MaskedFinola(nn.Module):
     The encoder only ever receives the visible quadrant.
     """
     block = self.encoder(select(quadrant_views(images), corners))
-    return self.decode(self.complete_from_corner(block, corners))
+    return self.decode(self._join_paths(self.complete_from_corner(block,
+                                                                  corners)))
 
   def predict_from_patches(self, images, visible):
     """Pixels predicted from the visible patches.
@@ -160,11 +192,18 @@ class MaskedFinola(nn.Module):
     weights = visible[..., None]
     q = jnp.sum(features * weights, axis=(1, 2)) / jnp.maximum(
         jnp.sum(weights, axis=(1, 2)), 1.0)
-    feature_map = layers.autoregress(
-        finola_jax.unroll, q, self.matrices(), self.map_size, self.map_size,
-        config=self.config, path=self.config.path,
-        normalized=layers.check_autoregression(self.config.extrapolation))
-    return self.decode(feature_map)
+    A, B = self.matrices()
+    options = dict(config=self.config, path=self.config.path,
+                   normalized=layers.check_autoregression(
+                       self.config.extrapolation))
+    if A.ndim == 2:
+      return self.decode(layers.autoregress(
+          finola_jax.unroll, q, (A, B), self.map_size, self.map_size,
+          **options))
+    maps = layers.autoregress(finola_jax.unroll_paths, self._split_paths(q),
+                              (A, B), self.map_size, self.map_size, **options)
+    return self.decode(layers.combine_paths(maps,
+                                            layers.multipath(self.config)[2]))
 
   def decode(self, feature_map):
     """The map ``[B, h, w, C]`` → pixels (``config.decoder_chunk`` at a time)."""

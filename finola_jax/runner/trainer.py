@@ -14,6 +14,7 @@ process takes part in checkpointing).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -27,11 +28,13 @@ from absl import logging
 from clu import periodic_actions
 from etils import epath
 from flax import jax_utils
+from jax.experimental import multihost_utils
 
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import sources
 from finola_jax.runner import preemption
+from finola_jax.tasks import reconstruction
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 from finola_jax.train import step as step_lib
@@ -53,6 +56,68 @@ def train_batches_fn(config: ml_collections.ConfigDict
       global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, data_dir=config.data_dir,
       colour_augmentation=config.colour_augmentation)
+
+
+def training_crops(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
+  """At least ``count`` training crops ``[N, S, S, 3]`` of the config's
+  pipeline (with its augmentation): whole global batches from step 0,
+  gathered from every process, so any process layout draws the same set."""
+  batches = train_batches_fn(config)(0)
+  local = [np.asarray(next(batches)["image"])
+           for _ in range(-(-count // config.batch_size))]
+  local = np.concatenate([b.reshape((-1,) + b.shape[-3:]) for b in local])
+  return np.asarray(multihost_utils.process_allgather(local, tiled=True))
+
+
+def images_of(batches) -> np.ndarray:
+  """The real (unpadded) images of evaluation batches: ``[N, S, S, 3]``."""
+  return np.concatenate([np.asarray(b["image"]).reshape(
+      (-1,) + b["image"].shape[2:])[np.asarray(b["mask"]).reshape(-1) > 0]
+                         for b in batches])
+
+
+# Training crops per PCA component: enough for a stable fit, few enough for
+# an SVD of seconds; at most PCA_MAX_VALUES pixel values in all (1 GiB).
+PCA_CROPS_PER_COMPONENT = 4
+PCA_MAX_VALUES = 2**28
+
+
+def baseline_scores(config: ml_collections.ConfigDict,
+                    batches: Iterable[Batch]) -> Dict[str, float]:
+  """What a reconstruction must beat, on the images of evaluation ``batches``.
+
+  ``mean_colour_psnr``: each image as its mean colour; ``pca_psnr``: a PCA
+  code of the model's code size (``paths × channels`` numbers), fitted on
+  ``PCA_CROPS_PER_COMPONENT`` of the run's training crops per component
+  (with its augmentation; fitted once per config and process). The batches
+  are streamed, as :func:`evaluate` does.
+  """
+  code = _training_pca(json.dumps(run_config.to_dict(config), sort_keys=True))
+  sums, total = {}, 0.0
+  for batch in batches:
+    images = np.asarray(batch["image"]).reshape(
+        (-1,) + batch["image"].shape[-3:])
+    real = np.asarray(batch["mask"]).reshape(-1) > 0
+    scores = jax.device_get(reconstruction.baseline_psnr(images, code))
+    for key, values in scores.items():  # Padding examples may be NaN.
+      sums[key] = sums.get(key, 0.0) + float(np.sum(values[real]))
+    total += float(real.sum())
+  # Each process streamed its share of the images.
+  keys = sorted(sums)
+  totals = np.sum(multihost_utils.process_allgather(
+      np.array([sums[k] for k in keys] + [total], np.float64)), axis=0)
+  return {k: float(v / totals[-1]) for k, v in zip(keys, totals[:-1])}
+
+
+@functools.lru_cache(maxsize=4)
+def _training_pca(config_json: str) -> reconstruction.PCACode:
+  """The PCA code of :func:`baseline_scores` for a config (as JSON)."""
+  config = run_config.from_dict(json.loads(config_json))
+  components = config.get("paths", 1) * config.channels
+  pixels = config.image_size**2 * 3
+  count = max(components, min(PCA_CROPS_PER_COMPONENT * components,
+                              PCA_MAX_VALUES // pixels))
+  return reconstruction.fit_pca(training_crops(config, count), components)
 
 
 def check_dataset(config: ml_collections.ConfigDict) -> None:
@@ -248,9 +313,11 @@ def train_and_evaluate(
           _check_finite(metrics, step, manager)
         if logs:
           history = step_lib.unreplicate(history)
-          writer.write_scalars(step, {
-              f"train/{k}": float(np.mean([m[k] for m in history]))
-              for k in history[0] if k != "finite"})
+          scalars = {f"train/{k}": float(np.mean([m[k] for m in history]))
+                     for k in history[0] if k != "finite"}
+          scalars.update({f"train/{k}": v for k, v in
+                          steps.parameter_metrics(state.params).items()})
+          writer.write_scalars(step, scalars)
           history = []
         if (step % config.eval_every == 0 and step != config.steps
             and not preempted):
@@ -314,6 +381,9 @@ def evaluate_directory(config: ml_collections.ConfigDict, workdir: str,
   result = dict(metrics, eval_dir=os.path.abspath(directory),
                 num_images=len(sources.list_image_files(directory,
                                                         recursive=False)))
+  if config.task == "reconstruction":
+    result.update(baseline_scores(config,
+                                  directory_batches_fn(config, directory)()))
   if jax.process_index() == 0:
     path = epath.Path(workdir) / "eval.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True))

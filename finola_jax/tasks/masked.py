@@ -93,6 +93,11 @@ class MaskedTask(step.Task):
   @staticmethod
   def validate_config(config: ml_collections.ConfigDict) -> None:
     run_config.check_choice(config, "masking", masked.MASKINGS)
+    run_config.check(
+        layers.multipath(config)[1] == "mean", "pooling",
+        "be 'mean' for the masked task (its paths read channel blocks of the "
+        "encoder's map, or their mean over the visible patches)",
+        layers.multipath(config)[1])
     run_config.check_choice(config, "extrapolation", layers.AUTOREGRESSIONS)
     run_config.check(
         config.image_size % (2 * config.stride) == 0, "image_size",
@@ -193,6 +198,10 @@ class MaskedTask(step.Task):
       prediction = patch_denormalize(prediction, images, self.config.patch_size)
     grey = 0.5 * mask
     return [images * visible + grey, prediction * mask + images * visible, images]
+
+  def parameter_metrics(self, params):
+    """``finola_jax.matrix_statistics`` of ``A``, ``B``."""
+    return layers.matrix_metrics(params)
 
   def features(self, params, images):
     """Pooled encoder features ``[B, C]`` of whole images (for probing)."""

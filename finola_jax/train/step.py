@@ -85,6 +85,12 @@ class Task(abc.ABC):
     task treats some of them differently (a frozen backbone)."""
     return create_optimizer(config)
 
+  def parameter_metrics(self, params: Params) -> Dict[str, jax.Array]:
+    """Scalars computed from the parameters alone, logged with the training
+    metrics (the trainer calls it only when it logs); none by default."""
+    del params
+    return {}
+
 
 # ``optax.apply_if_finite`` accepts a non-finite gradient after this many in a
 # row; never, here: the trainer stops the run at the first one.
@@ -221,9 +227,20 @@ class ParallelSteps:
                          axis_name=AXIS, devices=devices)
     self.visualize = jax.jit(lambda params, batch: task.visualize(
         params, batch, evaluation_keys(batch["index"])))
+    self._parameter_metrics = jax.jit(task.parameter_metrics)
     mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
     self._replicated = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(AXIS))
+
+  def parameter_metrics(self, params) -> Dict[str, float]:
+    """``task.parameter_metrics`` of replicated ``params``, as floats.
+
+    Computed on the first device's copy: only the scalars reach the host.
+    """
+    first = jax.tree_util.tree_map(lambda x: x.addressable_shards[0].data[0],
+                                   params)
+    return {k: float(v) for k, v in
+            jax.device_get(self._parameter_metrics(first)).items()}
 
   def replicate(self, tree):
     """One copy of ``tree`` per device, laid out as the steps' outputs are.
