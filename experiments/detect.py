@@ -6,7 +6,8 @@ Builds the encoder of --pretrained_workdir (a pretrain_masked workdir: its
 config.json gives the architecture, its newest checkpoint the weights; with
 config.random_init, random weights of the same architecture: the control),
 trains the head of `finola_jax.tasks.detection` on a COCO-format dataset
-(config.dataset="coco:DIR", `finola_jax.data.coco`) with the one trainer
+(config.dataset="coco:DIR": `sources.CocoSource`, with config.train_split
+and config.eval_split) with the one trainer
 (checkpoints, resume, NaN guard), then scores the final checkpoint on the
 evaluation split with pycocotools' COCOeval: AP, AP50, AP75, APs, APm, APl
 to WORKDIR/detection.json and TensorBoard, and a labelled PNG of true
@@ -47,6 +48,7 @@ from jax.experimental import multihost_utils
 from experiments import linear_probe
 from finola_jax.data import coco
 from finola_jax.data import input_pipeline
+from finola_jax.data import sources
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
 from finola_jax.tasks import detection
@@ -73,33 +75,38 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
                       flag_values=flag_values)
 
 
-def validate_config(config: ml_collections.ConfigDict) -> str:
-  """Checks the detection keys; returns the dataset's directory."""
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the detection keys (the dataset is checked by `load_splits`)."""
   run_config.check_choice(config, "task", ["detection"])
-  directory = coco.coco_path(config.dataset or "")
-  run_config.check(directory is not None, "dataset",
-                   "be 'coco:DIR' (COCO's layout)", config.dataset)
+  run_config.check(bool(config.dataset), "dataset",
+                   "be set ('coco:DIR', COCO's layout)", config.dataset)
   run_config.check(config.max_eval_examples is None or
                    config.max_eval_examples >= 1, "max_eval_examples",
                    "be None or >= 1", config.max_eval_examples)
   detection.DetectionTask.validate_config(config)
   run_config.validate_training(config)
-  return directory
 
 
-def load_splits(config: ml_collections.ConfigDict, directory: str):
-  """(training, evaluation) `coco.DetectionSplit`s; ConfigError if unreadable."""
+def load_splits(config: ml_collections.ConfigDict
+                ) -> tuple[coco.DetectionSplit, coco.DetectionSplit]:
+  """(training, evaluation) splits of ``config.dataset``, with boxes.
+
+  Its source (``sources.from_name``) is checked first, so a dataset without
+  boxes or with a malformed annotation file is refused before anything is
+  written.
+
+  Raises:
+    sources.DatasetError: what the user must fix, named.
+  """
+  source = trainer.checked_source(
+      config, splits=(config.train_split, config.eval_split))
   try:
-    train, evaluation = (coco.DetectionSplit.create(
-        coco.load_split(directory, split), config.image_size, config.max_boxes)
-                         for split in (config.train_split, config.eval_split))
-  except ValueError as e:  # coco.CocoFormatError is one.
-    raise run_config.ConfigError(f"config.dataset={config.dataset!r}: {e}") from e
-  if train.split.category_ids != evaluation.split.category_ids:
-    raise run_config.ConfigError(
-        f"config.dataset={config.dataset!r}: {config.train_split} and "
-        f"{config.eval_split} have different categories.")
-  return train, evaluation
+    return tuple(source.detection_split(split, image_size=config.image_size,
+                                        max_boxes=config.max_boxes)
+                 for split in sources.SPLITS)
+  except sources.DatasetError as e:
+    raise sources.DatasetError(
+        f"config.dataset={config.dataset!r}: {e}") from None
 
 
 def with_backbone(config: ml_collections.ConfigDict, workdir: str,
@@ -293,8 +300,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (unless ``eval_only``) and scores the detector; detection.json.
 
   Raises:
-    ConfigError: an inconsistent config, dataset or pre-training workdir;
-      nothing was written.
+    ConfigError: an inconsistent config or pre-training workdir; nothing was
+      written.
+    sources.DatasetError: an unusable dataset (named); nothing was written.
   """
   if eval_only:
     saved = run_config.read(workdir)
@@ -305,8 +313,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       run_config.check_same_run(workdir, saved, config)
   else:
     config = with_backbone(config, workdir, pretrained_workdir)
-  directory = validate_config(config)
-  train, evaluation = load_splits(config, directory)
+  validate_config(config)
+  train, evaluation = load_splits(config)
   task = create_task(config, train.split.num_classes, weights=not eval_only)
   if not eval_only:
     layout = input_pipeline.batch_layout(config.batch_size)
@@ -331,22 +339,18 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
   input_pipeline.hide_accelerators_from_tensorflow()
   launch.initialize_distributed(flag_values)
   workdir = flag_values.workdir
-  try:
+  with launch.preemption_ends_cleanly(), launch.program_errors():
     config = (launch.given_config(workdir, flag_values)
               if flag_values.eval_only else flag_values.config)
     result = train_and_evaluate(
         config, workdir, pretrained_workdir=flag_values.pretrained_workdir,
         eval_only=flag_values.eval_only)
-  except run_config.ConfigError as e:
-    raise app.UsageError(str(e)) from None
-  except trainer.NonFiniteError as e:
-    logging.error("%s", e)
-    raise SystemExit(f"Stopped: {e}") from None
-  scores = ", ".join(f"{k}={'n/a' if result[k] is None else f'{result[k]:.4f}'}"
-                     for k in METRICS)
-  print(f"COCO box AP on {result['eval_split']} ({result['num_images']} images, "
-        f"step {result['step']}): {scores}; written to "
-        f"{epath.Path(workdir) / 'detection.json'}", flush=True)
+    scores = ", ".join(
+        f"{k}={'n/a' if result[k] is None else f'{result[k]:.4f}'}"
+        for k in METRICS)
+    print(f"COCO box AP on {result['eval_split']} ({result['num_images']} "
+          f"images, step {result['step']}): {scores}; written to "
+          f"{epath.Path(workdir) / 'detection.json'}", flush=True)
 
 
 if __name__ == "__main__":

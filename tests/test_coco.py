@@ -1,4 +1,5 @@
-"""Tests of finola_jax/data/coco.py and experiments/make_fashion_detection.py.
+"""Tests of finola_jax/data/coco.py, its source (`sources.CocoSource`) and
+experiments/make_fashion_detection.py.
 
 Fixtures are tiny COCO-layout directories and IDX files written here.
 """
@@ -13,6 +14,7 @@ from experiments import make_fashion_detection
 from finola_jax.data import coco
 from finola_jax.data import input_pipeline
 from finola_jax.data import idx
+from finola_jax.data import sources
 from tests import helpers
 from tests import test_idx
 
@@ -158,6 +160,89 @@ def test_malformed_files_name_the_file_and_entry(tmp_path, case):
 def test_a_missing_annotation_file_is_named(tmp_path):
   with pytest.raises(coco.CocoFormatError, match="instances_val2017.json"):
     coco.load_split(str(tmp_path), "val2017")
+
+
+# ------------------------------------------------------------------ source ---
+
+
+def write_both_splits(directory, train=None, evaluation=None):
+  write_dataset(directory, train or fixture(), coco.TRAIN_SPLIT)
+  return write_dataset(directory, evaluation or fixture(), coco.EVAL_SPLIT)
+
+
+def test_source_serves_detection_splits_by_name(tmp_path):
+  directory = write_both_splits(tmp_path)
+  os.rename(coco.annotation_path(directory, coco.EVAL_SPLIT),
+            coco.annotation_path(directory, "minival"))
+  os.rename(os.path.join(directory, coco.EVAL_SPLIT),
+            os.path.join(directory, "minival"))
+  source = sources.from_name(f"coco:{directory}")
+  assert isinstance(source, sources.CocoSource)
+  with pytest.raises(sources.DatasetError, match="instances_val2017.json"):
+    source.check()
+  source = sources.from_name(f"coco:{directory}",
+                             splits=(coco.TRAIN_SPLIT, "minival"))
+  source.check()
+  evaluation = source.detection_split("validation", image_size=16,
+                                      max_boxes=2)
+  assert evaluation.split.annotation_file.endswith("instances_minival.json")
+  np.testing.assert_array_equal(evaluation.split.image_ids, [7, 9])
+  with pytest.raises(sources.DatasetError, match="raise max_boxes"):
+    source.detection_split("train", image_size=16, max_boxes=1)
+
+
+def test_source_check_refuses_a_malformed_set_naming_file_and_entry(tmp_path):
+  change, pattern = MALFORMED["unknown_category"]
+  directory = write_both_splits(tmp_path, evaluation=change(fixture()))
+  with pytest.raises(sources.DatasetError, match=pattern) as error:
+    sources.from_name(f"coco:{directory}").check()
+  assert "instances_val2017.json" in str(error.value)
+
+
+def test_source_check_refuses_splits_with_different_categories(tmp_path):
+  other = fixture(categories=[{"id": 3, "name": "three"},
+                              {"id": 5, "name": "five"},
+                              {"id": 6, "name": "six"}])
+  directory = write_both_splits(tmp_path, evaluation=other)
+  with pytest.raises(sources.DatasetError, match="different categories"):
+    sources.from_name(f"coco:{directory}").check()
+
+
+def test_kinds_without_boxes_or_named_splits_say_so(tmp_path):
+  with pytest.raises(sources.DatasetError, match="has no boxes.*coco:DIR"):
+    sources.from_name("embedded").detection_split("train", image_size=16,
+                                                  max_boxes=2)
+  with pytest.raises(sources.DatasetError, match="fixed splits"):
+    sources.from_name(f"folder:{tmp_path}", splits=("a", "b"))
+  with pytest.raises(sources.DatasetError, match="is not a directory"):
+    sources.from_name(f"coco:{tmp_path / 'missing'}")
+
+
+def test_plain_image_batches_are_the_images_without_boxes(tmp_path):
+  """Training draws with replacement, a function of (seed, step); evaluation
+  is the evaluation split's centre squares in order."""
+  dataset = f"coco:{write_both_splits(tmp_path)}"
+
+  def train(start_step, count):
+    batches = input_pipeline.create_train_iterator(
+        dataset, image_size=8, global_batch_size=8, seed=3,
+        start_step=start_step, colour_augmentation=False,
+        local_device_count=4)
+    return np.stack([next(batches)["image"] for _ in range(count)])
+
+  first = train(0, 3)
+  assert first.shape == (3, 4, 2, 8, 8, 3)
+  np.testing.assert_array_equal(train(1, 2), first[1:])
+  # Every pixel comes from one of the two flat grey images (values 70, 90).
+  grey = np.round(first * 255).reshape(-1, 3)
+  assert set(np.unique(grey)) <= {70, 90}
+  assert len(np.unique(grey)) == 2
+  evaluation = list(input_pipeline.create_eval_iterator(
+      dataset, image_size=8, global_batch_size=4, local_device_count=4))
+  assert len(evaluation) == 1
+  np.testing.assert_array_equal(evaluation[0]["index"].ravel(), [0, 1, -1, -1])
+  np.testing.assert_allclose(evaluation[0]["image"][0, 0], 70 / 255, atol=1e-6)
+  np.testing.assert_allclose(evaluation[0]["image"][1, 0], 90 / 255, atol=1e-6)
 
 
 # --------------------------------------------------------------- generator ---

@@ -212,4 +212,17 @@ def test_program_refuses_bad_input_before_writing(pretrained_workdir, tmp_path):
   with pytest.raises(app.UsageError, match="instances_train2017.json"):
     helpers.run_program(detect, program_args(workdir, tmp_path) + [
         f"--pretrained_workdir={pretrained_workdir}"])
+  # The source's check names the file and the entry.
+  change, pattern = test_coco.MALFORMED["unknown_category"]
+  malformed = test_coco.write_both_splits(tmp_path / "malformed",
+                                          evaluation=change(test_coco.fixture()))
+  with pytest.raises(app.UsageError,
+                     match=r"instances_val2017.json: " + pattern):
+    helpers.run_program(detect, program_args(workdir, malformed) + [
+        f"--pretrained_workdir={pretrained_workdir}"])
+  # A dataset without boxes.
+  with pytest.raises(app.UsageError, match="'embedded'.*coco:DIR"):
+    helpers.run_program(detect, program_args(workdir, tmp_path) + [
+        "--config.dataset=embedded",
+        f"--pretrained_workdir={pretrained_workdir}"])
   assert not workdir.exists()

@@ -141,6 +141,8 @@ COMMAND_LINE_ERRORS = _config_errors(reconstruct, [
     (reconstruct, ["--config.dataset=folder:/no/such/folder"], app.UsageError,
      "config.dataset='folder:/no/such/folder': '/no/such/folder' is not a "
      "directory"),
+    (reconstruct, ["--config.dataset=coco:/no/such/set"], app.UsageError,
+     "config.dataset='coco:/no/such/set': '/no/such/set' is not a directory"),
     (reconstruct, ["--num_processes=2"], app.UsageError,
      "--coordinator_address"),
     (reconstruct, ["--coordinator_address=localhost:1", "--num_processes=2",

@@ -12,7 +12,9 @@ pixels) and ``categories`` (``id``, ``name``). Crowd annotations
 image without boxes is valid.
 
 `load_split` reads and checks one split; `DetectionSplit` turns it into
-batches for ``jax.pmap``:
+batches for ``jax.pmap``. Programs reach them through the dataset name
+``"coco:DIR"`` (`finola_jax.data.sources.CocoSource`), which turns
+`CocoFormatError` into the pipelines' `DatasetError`:
 
 * images float32 ``[local_devices, per_device, S, S, 3]`` in [0, 1]: each
   image scaled (bilinear) so that its longer side is S and padded with
@@ -39,9 +41,13 @@ import os
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-import PIL.Image
+from etils import epy
 
-PREFIX = "coco:"
+# Imported on first use: `sources` imports this module, and a TF-free
+# accelerator image that uses `sources`' photographs may have no PIL.
+with epy.lazy_imports():
+  import PIL.Image  # pylint: disable=g-import-not-at-top
+
 TRAIN_SPLIT = "train2017"
 EVAL_SPLIT = "val2017"
 # Boxes may reach this far past the image's edge (COCO's own annotations
@@ -55,11 +61,6 @@ _CATEGORY_KEYS = ("id", "name")
 
 class CocoFormatError(ValueError):
   """A COCO annotation file is missing, malformed or inconsistent."""
-
-
-def coco_path(dataset: str) -> str | None:
-  """``DIR`` of a ``"coco:DIR"`` dataset name, else None."""
-  return dataset[len(PREFIX):] if dataset.startswith(PREFIX) else None
 
 
 def annotation_path(directory: str, split: str) -> str:

@@ -12,7 +12,9 @@ Determinism: a batch is a pure function of (seed, step). For the in-memory
 sources (embedded, folder, idx) example k of the global batch at step t is drawn from
 row k of a stateless random draw seeded by (seed, t), and process p builds only
 rows [p * local_batch, (p + 1) * local_batch): the global batch is the same for
-every process/device layout, and resuming at step t costs nothing. For TFDS each
+every process/device layout, and resuming at step t costs nothing. COCO-format
+sets ("coco:DIR") draw their files the same way but decode them as the batches
+are consumed (`sources.drawn_file_batches`). For TFDS each
 process reads its own shard with seeded shuffling; resuming at step t skips
 t * local_batch records before decoding (see `create_train_iterator`).
 
@@ -81,7 +83,8 @@ def create_train_iterator(
 
   Args:
     dataset: `EMBEDDED`, "folder:DIR" / an existing DIR, "idx:DIR" (its
-      training split's images) or a TFDS name.
+      training split's images), "coco:DIR" (its training split's images,
+      without boxes) or a TFDS name.
     image_size: S, the side of the square output images.
     global_batch_size: examples per step over all processes.
     seed: the batch at a step is a function of (seed, step) only.
@@ -149,7 +152,8 @@ def create_eval_iterator(
   Validation images: for `EMBEDDED`, each held-out photograph's centre square
   and its four quadrants (15 images); for a folder, the held-out files; for
   IDX files, the ``t10k`` split or the held-out sixth of ``train-*``, padded
-  or resized as for training; for TFDS, the "validation" split (else
+  or resized as for training; for "coco:DIR", the evaluation split's images
+  in the order of its annotation file; for TFDS, the "validation" split (else
   "test"). Images of the other sources are centre-cropped to a square and
   resized. No randomness. Process p takes its own disjoint
   share (every process_count-th image from p for embedded and folder sources,

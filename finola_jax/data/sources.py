@@ -21,6 +21,11 @@ Dataset names understood by the pipelines (`input_pipeline`, `labeled`):
   without it, a held-out sixth of ``train-*``), greyscale repeated in three
   channels and padded to the image size when they fit, else resized
   (`idx.default_fit`).
+* ``"coco:/some/dir"`` (`CocoSource`): a COCO-format detection set in COCO's
+  layout (`finola_jax.data.coco`): its `Source.detection_split`s give images
+  with padded boxes; its plain image batches are the same images without
+  boxes (pre-training or reconstruction on them). Split names default to
+  ``train2017`` and ``val2017`` (``from_name(..., splits=...)``).
 * anything else (`TfdsSource`): a TFDS dataset name, optionally versioned
   (``"imagenet2012"``, ``"cifar10:3.0.2"``), read from ``data_dir``.
 
@@ -46,6 +51,7 @@ import numpy as np
 from absl import logging
 from etils import epy
 
+from finola_jax.data import coco
 from finola_jax.data import idx
 from finola_jax.data import preprocessing
 from finola_jax.data.layout import BatchLayout
@@ -60,6 +66,7 @@ EMBEDDED = "embedded"
 DIGITS = "digits"
 FOLDER_PREFIX = "folder:"
 IDX_PREFIX = "idx:"
+COCO_PREFIX = "coco:"
 
 # scikit-image photographs that ship inside the wheel (no pooch download; each
 # checked to load with the network disabled). Names are `skimage.data`
@@ -108,8 +115,9 @@ _IDX_FIT_CHUNK = 4096
 
 
 class DatasetError(ValueError):
-  """A dataset the user must fix: a missing folder, no images, a bad IDX file,
-  an unknown name. Raised before a run writes anything (`Source.check`)."""
+  """A dataset the user must fix: a missing folder, no images, a bad IDX or
+  COCO annotation file, an unknown name. Raised before a run writes anything
+  (`Source.check`)."""
 
 
 def check_max_examples(max_examples: int | None) -> None:
@@ -246,6 +254,96 @@ def file_examples(paths: list[str], layout: BatchLayout,
                       example["image"], image_size)),
                    num_parallel_calls=tf.data.AUTOTUNE))
   return examples, layout.largest_share(len(paths))
+
+
+def store_streamed(image: tf.Tensor, image_size: int
+                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(image stored for training, its height, its width) for `padded_batch`.
+
+  Streamed images are stored smaller than in-memory ones
+  (`preprocessing.TFDS_STORED_SIZE_FACTOR`): they are decoded per batch.
+  """
+  stored = preprocessing.store_for_training(
+      image, image_size, preprocessing.TFDS_STORED_SIZE_FACTOR)
+  return stored, tf.shape(stored)[0], tf.shape(stored)[1]
+
+
+def crop_streamed_batch(pixels: tf.Tensor, heights: tf.Tensor,
+                        widths: tf.Tensor, uniforms: tf.Tensor,
+                        image_size: int,
+                        colour_augmentation: bool) -> tf.Tensor:
+  """One random resized crop of each image of a padded batch.
+
+  Args:
+    pixels: float32 [B, H, W, 3], `store_streamed` images padded together.
+    heights: int32 [B], each image's own height; widths likewise.
+    uniforms: float32 [B, 9] U[0, 1) draws: 5 for the crop and flip, 4 for
+      the colour.
+    image_size: S.
+    colour_augmentation: whether to permute and scale colour channels.
+
+  Returns:
+    float32 [B, S, S, 3] in [0, 1].
+  """
+  stored = preprocessing.StoredImages(
+      pixels, tf.cast(heights, tf.float32), tf.cast(widths, tf.float32))
+  image_index = tf.range(tf.shape(pixels)[0])
+  boxes = preprocessing.random_crop_boxes(stored, image_index, uniforms[:, :5],
+                                          image_size)
+  crops = preprocessing.crops(stored, boxes, image_index, image_size)
+  if colour_augmentation:
+    crops = preprocessing.augment_colour(crops, uniforms[:, 5:])
+  return crops
+
+
+def _decode_or_black(path: tf.Tensor) -> np.ndarray:
+  """`decode_or_skip` inside tf.data; one black pixel for a bad file."""
+  image = decode_or_skip(path.numpy().decode())
+  return np.zeros((1, 1, 3), np.uint8) if image is None else image
+
+
+def drawn_file_batches(paths: list[str], *, image_size: int,
+                       layout: BatchLayout, seed: int, start_step: int,
+                       colour_augmentation: bool) -> tf.data.Dataset:
+  """Endless augmented batches of image files drawn with replacement.
+
+  Row k of the global batch at step t is the file at position
+  ``floor(u * N)`` for u in row k of a stateless draw seeded by (seed, t),
+  as for the in-memory sources: which files a step reads is a function of
+  (seed, t) alone and resuming at step t costs nothing. This process decodes
+  only its rows, as the batches are consumed, so a split of any size
+  streams. Images are stored and cropped as TFDS images are
+  (`store_streamed`, `crop_streamed_batch`). A file that cannot be decoded
+  is skipped with a warning naming it and a black image takes its place,
+  which keeps every batch full.
+
+  Returns {"image": float32 [local_batch, S, S, 3]} for steps start_step, ...
+  """
+  num_files = len(paths)
+  all_paths = tf.constant(paths)
+
+  def files_of_step(step):
+    uniforms = tf.random.stateless_uniform(
+        [layout.global_batch_size, 10],
+        seed=tf.stack([tf.constant(seed, tf.int64), step]))[layout.local_rows]
+    position = tf.minimum(tf.cast(uniforms[:, 0] * num_files, tf.int32),
+                          num_files - 1)
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.gather(all_paths, position), uniforms[:, 1:]))
+
+  def decode_and_store(path, uniforms):
+    image = tf.py_function(_decode_or_black, [path], tf.uint8)
+    image.set_shape([None, None, 3])
+    return store_streamed(image, image_size) + (uniforms,)
+
+  def augment_batch(pixels, heights, widths, uniforms):
+    return {"image": crop_streamed_batch(pixels, heights, widths, uniforms,
+                                         image_size, colour_augmentation)}
+
+  return (tf.data.Dataset.counter(start_step).flat_map(files_of_step)
+          .map(decode_and_store, num_parallel_calls=tf.data.AUTOTUNE)
+          .padded_batch(layout.local_batch_size, drop_remainder=True)
+          .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 # ---------------------------------------------------------- labeled splits ---
@@ -445,6 +543,33 @@ class Source(abc.ABC):
     index the position in the split (of its first `max_examples`).
     """
 
+  def with_splits(self, train: str, evaluation: str) -> Source:
+    """This dataset with its training and evaluation splits chosen by name.
+
+    Raises:
+      DatasetError: the kind's splits are fixed.
+    """
+    del train, evaluation
+    raise DatasetError(
+        f"{self.dataset!r} has fixed splits; only '{COCO_PREFIX}DIR' takes "
+        "split names.")
+
+  def detection_split(self, split: str, *, image_size: int,
+                      max_boxes: int) -> coco.DetectionSplit:
+    """A split ("train" or "validation") with boxes, for detection.
+
+    Its batches hold images letterboxed to S×S and boxes padded to
+    `max_boxes` with a mask (see `coco.DetectionSplit`).
+
+    Raises:
+      DatasetError: the dataset has no boxes, or an image has more than
+        `max_boxes`.
+    """
+    del split, image_size, max_boxes
+    raise DatasetError(
+        f"{self.dataset!r} has no boxes; detection needs a COCO-format set, "
+        f"'{COCO_PREFIX}DIR' (COCO's layout).")
+
   def labeled_split(self, split: str, *, image_size: int,
                     max_examples: int | None) -> LabeledSplit:
     """A split ("train" or "validation") of the labeled dataset, for probing."""
@@ -463,13 +588,23 @@ class Source(abc.ABC):
                          train.num_classes, VALIDATION, _already_images)
 
 
-def from_name(dataset: str, data_dir: str | None = None) -> Source:
+def from_name(dataset: str, data_dir: str | None = None, *,
+              splits: tuple[str, str] | None = None) -> Source:
   """The source `dataset` names (see the module doc); `data_dir` is TFDS's.
+
+  `splits`: the names of its (training, evaluation) splits, for kinds whose
+  splits are chosen by name (`Source.with_splits`); None keeps the kind's.
 
   Raises:
     DatasetError: a prefixed name whose argument is unusable (e.g.
-      "folder:DIR" where DIR is not a directory).
+      "folder:DIR" where DIR is not a directory), or `splits` for a kind
+      whose splits are fixed.
   """
+  source = _source(dataset, data_dir)
+  return source if splits is None else source.with_splits(*splits)
+
+
+def _source(dataset: str, data_dir: str | None) -> Source:
   if dataset in Source._by_name:
     return Source._by_name[dataset]()
   for prefix, kind in Source._by_prefix.items():
@@ -719,6 +854,83 @@ class IdxSource(Source):
         data.num_classes, data.eval_split, prepare)
 
 
+@functools.lru_cache(maxsize=4)
+def load_coco(directory: str, split: str) -> coco.CocoSplit:
+  """`coco.load_split`, cached: a run reads each annotation file once.
+
+  Raises:
+    DatasetError: a missing or malformed file (`coco.CocoFormatError`'s
+      message names the file and the entry).
+  """
+  try:
+    return coco.load_split(directory, split)
+  except coco.CocoFormatError as e:
+    raise DatasetError(str(e)) from e
+
+
+class CocoSource(Source):
+  """A COCO-format detection set in COCO's layout (`finola_jax.data.coco`):
+  ``DIR/annotations/instances_{split}.json`` and the images in
+  ``DIR/{split}/``.
+
+  Detection splits serve the images with their boxes. Plain image batches
+  serve the same images without boxes, so that a backbone can be pre-trained
+  or a reconstruction scored on the images it will detect in: training
+  draws files with replacement and decodes them as it goes
+  (`drawn_file_batches`: COCO's 118k images do not fit in memory),
+  evaluation is the evaluation split's centre squares in its file order.
+  `check` reads and checks both annotation files (`load_coco`).
+  """
+
+  prefix = COCO_PREFIX
+
+  def __init__(self, directory: str, train_split: str = coco.TRAIN_SPLIT,
+               eval_split: str = coco.EVAL_SPLIT):
+    if not os.path.isdir(directory):
+      raise DatasetError(f"{directory!r} is not a directory.")
+    self.directory = directory
+    self.split_names = dict(zip(SPLITS, (train_split, eval_split)))
+
+  @property
+  def dataset(self) -> str:
+    return COCO_PREFIX + self.directory
+
+  def with_splits(self, train, evaluation):
+    return CocoSource(self.directory, train, evaluation)
+
+  def annotations(self, split: str) -> coco.CocoSplit:
+    """The checked annotations of `split` ("train" or "validation")."""
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    return load_coco(self.directory, self.split_names[split])
+
+  def check(self):
+    train, evaluation = (self.annotations(split) for split in SPLITS)
+    if train.category_ids != evaluation.category_ids:
+      raise DatasetError(
+          f"{train.annotation_file} and {evaluation.annotation_file} have "
+          f"different categories ({list(train.category_ids)} and "
+          f"{list(evaluation.category_ids)}).")
+
+  def detection_split(self, split, *, image_size, max_boxes):
+    try:
+      return coco.DetectionSplit.create(self.annotations(split), image_size,
+                                        max_boxes)
+    except ValueError as e:  # Too many boxes for max_boxes.
+      raise DatasetError(str(e)) from e
+
+  def train_batches(self, *, image_size, layout, seed, start_step,
+                    colour_augmentation):
+    return drawn_file_batches(
+        list(self.annotations(SPLITS[0]).paths), image_size=image_size,
+        layout=layout, seed=seed, start_step=start_step,
+        colour_augmentation=colour_augmentation)
+
+  def eval_examples(self, *, image_size, layout, max_examples):
+    paths = self.annotations(VALIDATION).paths[:max_examples]
+    return file_examples(list(paths), layout, image_size)
+
+
 def known_tfds_builder(name: str,
                        data_dir: str | None) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `name` ("name" or "name:version"), not prepared.
@@ -732,7 +944,8 @@ def known_tfds_builder(name: str,
     raise DatasetError(
         f"Unknown dataset {name!r}: it is not {EMBEDDED!r}, not "
         f"'{FOLDER_PREFIX}<dir>' or an existing directory, not "
-        f"'{IDX_PREFIX}<dir>', and not a TFDS dataset name.") from e
+        f"'{IDX_PREFIX}<dir>' or '{COCO_PREFIX}<dir>', and not a TFDS dataset "
+        "name.") from e
 
 
 def tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -816,25 +1029,14 @@ class TfdsSource(Source):
     batch_seed = tf.constant([seed, layout.process_index], tf.int64)
 
     def decode_and_store(encoded_image):
-      image = preprocessing.store_for_training(
-          decode_image(encoded_image), image_size,
-          preprocessing.TFDS_STORED_SIZE_FACTOR)
-      return image, tf.shape(image)[0], tf.shape(image)[1]
+      return store_streamed(decode_image(encoded_image), image_size)
 
     def augment_batch(step, batch):
-      pixels, heights, widths = batch
-      stored = preprocessing.StoredImages(
-          pixels, tf.cast(heights, tf.float32), tf.cast(widths, tf.float32))
       uniforms = tf.random.stateless_uniform(
           [batch_size, 9],
           seed=tf.random.experimental.stateless_fold_in(batch_seed, step))
-      image_index = tf.range(batch_size)
-      boxes = preprocessing.random_crop_boxes(stored, image_index,
-                                              uniforms[:, :5], image_size)
-      crops = preprocessing.crops(stored, boxes, image_index, image_size)
-      if colour_augmentation:
-        crops = preprocessing.augment_colour(crops, uniforms[:, 5:])
-      return {"image": crops}
+      return {"image": crop_streamed_batch(*batch, uniforms, image_size,
+                                           colour_augmentation)}
 
     # Skipping happens before decoding: resuming reads, but does not decode,
     # the skipped records. Images are padded into one tensor per batch so the

@@ -151,6 +151,19 @@ def preemption_ends_cleanly() -> Iterator[None]:
     print(e, flush=True)
 
 
+@contextlib.contextmanager
+def program_errors() -> Iterator[None]:
+  """Config and dataset errors become usage errors (raised before anything
+  is written); a non-finite step stops the program with its message."""
+  try:
+    yield
+  except (run_config.ConfigError, sources.DatasetError) as e:
+    raise app.UsageError(str(e)) from None
+  except trainer.NonFiniteError as e:
+    logging.error("%s", e)
+    raise SystemExit(f"Stopped: {e}") from None
+
+
 def training_main(train_and_evaluate: TrainAndEvaluate, argv,
                   flag_values: flags.FlagValues = FLAGS) -> None:
   """A training program's ``main``: trains (or evaluates) and reports.
@@ -168,27 +181,21 @@ def training_main(train_and_evaluate: TrainAndEvaluate, argv,
   workdir, eval_dir = flag_values.workdir, flag_values.eval_dir
   if eval_dir is not None and not os.path.isdir(eval_dir):
     raise app.UsageError(f"--eval_dir={eval_dir} is not a directory.")
-  with preemption_ends_cleanly():
-    try:
-      if flag_values.eval_only:
-        config = trainer.evaluation_config(workdir,
-                                           given_config(workdir, flag_values))
-        metrics = trainer.evaluate_checkpoint(
-            config, workdir, trainer.validation_batches_fn(config))
-      else:
-        config = flag_values.config
-        metrics = train_and_evaluate(config, workdir)
-      print(f"Validation split of {config.dataset!r}: "
-            f"{format_metrics(metrics)}", flush=True)
-      print(f"PNG grids of the evaluation batches: "
-            f"{epath.Path(workdir) / 'images'}", flush=True)
-      if eval_dir is not None:
-        result = trainer.evaluate_directory(config, workdir, eval_dir)
-        count = result.pop("num_images")
-        print(f"{eval_dir}: {format_metrics(result)} over {count} images; "
-              f"written to {epath.Path(workdir) / 'eval.json'}", flush=True)
-    except (run_config.ConfigError, sources.DatasetError) as e:
-      raise app.UsageError(str(e)) from None
-    except trainer.NonFiniteError as e:
-      logging.error("%s", e)
-      raise SystemExit(f"Stopped: {e}") from None
+  with preemption_ends_cleanly(), program_errors():
+    if flag_values.eval_only:
+      config = trainer.evaluation_config(workdir,
+                                         given_config(workdir, flag_values))
+      metrics = trainer.evaluate_checkpoint(
+          config, workdir, trainer.validation_batches_fn(config))
+    else:
+      config = flag_values.config
+      metrics = train_and_evaluate(config, workdir)
+    print(f"Validation split of {config.dataset!r}: "
+          f"{format_metrics(metrics)}", flush=True)
+    print(f"PNG grids of the evaluation batches: "
+          f"{epath.Path(workdir) / 'images'}", flush=True)
+    if eval_dir is not None:
+      result = trainer.evaluate_directory(config, workdir, eval_dir)
+      count = result.pop("num_images")
+      print(f"{eval_dir}: {format_metrics(result)} over {count} images; "
+            f"written to {epath.Path(workdir) / 'eval.json'}", flush=True)

@@ -120,18 +120,28 @@ def _training_pca(config_json: str) -> reconstruction.PCACode:
   return reconstruction.fit_pca(training_crops(config, count), components)
 
 
-def check_dataset(config: ml_collections.ConfigDict) -> None:
-  """Checks ``config.dataset`` before a run writes anything (an IDX dataset is
-  read now; the pipelines reuse the cached read).
+def checked_source(config: ml_collections.ConfigDict,
+                   splits: Optional[tuple[str, str]] = None) -> sources.Source:
+  """``config.dataset``'s source, checked before a run writes anything (IDX
+  and COCO annotation files are read now; the pipelines reuse the cached
+  read).
+
+  Args:
+    config: its ``dataset`` and ``data_dir`` (if any) choose the source.
+    splits: the (training, evaluation) split names, for kinds that take them
+      (`sources.from_name`).
 
   Raises:
     sources.DatasetError: what the user must fix, named.
   """
   try:
-    sources.from_name(config.dataset, config.data_dir).check()
+    source = sources.from_name(config.dataset, config.get("data_dir"),
+                               splits=splits)
+    source.check()
   except sources.DatasetError as e:
     raise sources.DatasetError(
         f"config.dataset={config.dataset!r}: {e}") from None
+  return source
 
 
 def validation_batches_fn(config: ml_collections.ConfigDict) -> BatchesFn:
@@ -276,7 +286,7 @@ def train_and_evaluate(
   run_config.validate_training(config)
   task = task or tasks.create_task(config)
   if train_batches is None:
-    check_dataset(config)
+    checked_source(config)
   train_batches = train_batches or train_batches_fn(config)
   eval_batches = eval_batches or validation_batches_fn(config)
   run_config.start_or_resume(workdir, config)
