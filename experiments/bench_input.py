@@ -14,7 +14,7 @@ augmentation (``--colour_augmentation``) → float32 batches of
   tensor and crop it (`preprocessing.crops`, bilinear);
 * ``crop_only``: ``decode_crop_only=True``: the same crop boxes, only the
   window decoded (`tf.image.decode_and_crop_jpeg`, as flax's ImageNet
-  example and big_vision do) and resized antialiased.
+  example and big_vision do) and resized (`preprocessing.resize_crop`).
 
 Each runs with tf.data limited to one thread
 (``threading.private_threadpool_size=1``, ``max_intra_op_parallelism=1``)

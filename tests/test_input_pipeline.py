@@ -247,6 +247,20 @@ def test_decoding_only_the_crop_window_gives_the_same_crops():
   assert np.abs(other_seed - whole).mean() > 0.05
 
 
+@pytest.mark.parametrize("width", [2 * SIZE, 5 * SIZE])  # Bilinear, antialiased.
+def test_resize_crop_resamples_a_ramp_and_flips(width):
+  ramp = np.broadcast_to(255 * (np.arange(width) + 0.5) / width,
+                         (SIZE + 3, width))
+  window = np.stack([ramp] * 3, axis=-1).astype(np.float32)
+  image = preprocessing.resize_crop(window, SIZE, False).numpy()
+  assert image.shape == (SIZE, SIZE, 3)
+  expected = (np.arange(SIZE) + 0.5) / SIZE
+  np.testing.assert_allclose(
+      image, np.broadcast_to(expected[None, :, None], image.shape), atol=0.02)
+  flipped = preprocessing.resize_crop(window, SIZE, True).numpy()
+  np.testing.assert_array_equal(flipped, image[:, ::-1])
+
+
 @pytest.mark.parametrize("height, width", [(1, 1), (3, 2), (40, 7)])
 def test_random_crop_windows_lie_inside_the_image(height, width):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

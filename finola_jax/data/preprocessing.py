@@ -175,12 +175,26 @@ def random_crop_window(height, width, uniforms: tf.Tensor) -> tf.Tensor:
 
 
 def resize_crop(crop: tf.Tensor, image_size: int, flip) -> tf.Tensor:
-  """A cropped window (0..255) resized (antialiased) and flipped if `flip`.
+  """A cropped window (0..255) resized to S x S and flipped if `flip`.
+
+  A window up to `TFDS_STORED_SIZE_FACTOR` * S on its longer side is
+  resampled bilinearly, as `crops` samples a stored copy of that size; a
+  larger one (from a large photograph) is antialiased. The antialiased
+  resize costs about three times the bilinear one.
 
   Returns float32 [S, S, 3] in [0, 1].
   """
-  image = resize(crop, image_size, image_size) / 255.0
-  return tf.where(flip, tf.reverse(image, axis=[1]), image)
+  def bilinear():
+    return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size],
+                           method="bilinear")
+
+  def antialiased():
+    return resize(crop, image_size, image_size)
+
+  small = (tf.reduce_max(tf.shape(crop)[:2])
+           <= TFDS_STORED_SIZE_FACTOR * image_size)
+  image = tf.cond(small, bilinear, antialiased) / 255.0
+  return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 class StoredImages(NamedTuple):

@@ -182,7 +182,7 @@ def decode_random_crop(encoded: tf.Tensor, uniforms: tf.Tensor,
   A JPEG decodes only the crop's window (`tf.image.decode_and_crop_jpeg`:
   rows below it are never decoded, columns beside it are not converted);
   other formats decode whole and are sliced. The window is
-  `preprocessing.random_crop_window`.
+  `preprocessing.random_crop_window`, resized by `preprocessing.resize_crop`.
 
   Args:
     encoded: string [], encoded image bytes.
@@ -446,9 +446,9 @@ def streaming_train_batches(encoded: tf.data.Dataset, *, image_size: int,
       shorter side is `preprocessing.TFDS_STORED_SIZE_FACTOR` * S
       (antialiased), pad a batch into one tensor and crop it
       (`preprocessing.crops`, bilinear). True: the same crop boxes, in whole
-      pixels of the encoded image, decoded alone (`decode_random_crop`) and
-      resized antialiased; cheaper per image (no whole decode, no enlarged
-      float copy).
+      pixels of the encoded image, decoded alone and resized
+      (`decode_random_crop`); several times cheaper per image (no enlarged
+      float copy of the whole image is made).
 
   Returns:
     {"image": float32 [batch_size, S, S, 3] in [0, 1]} for steps
