@@ -223,10 +223,10 @@ def main(argv):
       write_jpeg_folder(folder, _NUM_IMAGES.value, _SEED.value)
     encoded = read_encoded(folder)
   cores = available_cores()
-  print(f"{len(encoded)} images, {sum(map(len, encoded)) / len(encoded) / 1e3:.0f}"
-        f" kB each on average; output {_IMAGE_SIZE.value}², batch "
-        f"{_BATCH_SIZE.value}, colour augmentation "
-        f"{_COLOUR_AUGMENTATION.value}; {cores} cores; load average "
+  mean_kb = sum(map(len, encoded)) / len(encoded) / 1e3
+  print(f"{len(encoded)} images, {mean_kb:.0f} kB each on average; output "
+        f"{_IMAGE_SIZE.value}², batch {_BATCH_SIZE.value}, colour "
+        f"augmentation {_COLOUR_AUGMENTATION.value}; {cores} cores; load average "
         f"{os.getloadavg()[0]:.2f}", flush=True)
   rows = []
   for threads in (1, None):

@@ -38,8 +38,9 @@ def test_main_times_every_path_and_thread_count(tmp_path):
       check=True, env=helpers.program_env(), cwd=helpers.REPO_ROOT,
       capture_output=True, timeout=120)
   text = report.read_text()
-  rows = re.findall(r"^\| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$",
-                    text, re.MULTILINE)
+  number = r"([\d.]+)"
+  rows = re.findall(rf"^\| (\w+) \| (\w+) \| {number} \| {number} \| "
+                    rf"{number} \|$", text, re.MULTILINE)
   assert [row[:2] for row in rows] == [("whole", "1"), ("crop_only", "1"),
                                        ("whole", "all"), ("crop_only", "all")]
   cores = len(os.sched_getaffinity(0))

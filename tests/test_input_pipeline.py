@@ -247,7 +247,8 @@ def test_decoding_only_the_crop_window_gives_the_same_crops():
   assert np.abs(other_seed - whole).mean() > 0.05
 
 
-@pytest.mark.parametrize("width", [2 * SIZE, 5 * SIZE])  # Bilinear, antialiased.
+# Windows resampled bilinearly, and antialiased.
+@pytest.mark.parametrize("width", [2 * SIZE, 5 * SIZE])
 def test_resize_crop_resamples_a_ramp_and_flips(width):
   ramp = np.broadcast_to(255 * (np.arange(width) + 0.5) / width,
                          (SIZE + 3, width))
