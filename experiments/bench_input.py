@@ -226,8 +226,8 @@ def main(argv):
   mean_kb = sum(map(len, encoded)) / len(encoded) / 1e3
   print(f"{len(encoded)} images, {mean_kb:.0f} kB each on average; output "
         f"{_IMAGE_SIZE.value}², batch {_BATCH_SIZE.value}, colour "
-        f"augmentation {_COLOUR_AUGMENTATION.value}; {cores} cores; load average "
-        f"{os.getloadavg()[0]:.2f}", flush=True)
+        f"augmentation {_COLOUR_AUGMENTATION.value}; {cores} cores; load "
+        f"average {os.getloadavg()[0]:.2f}", flush=True)
   rows = []
   for threads in (1, None):
     for path in _PATHS.value:
