@@ -2,6 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 """Tests for finola_jax.data: in-memory, folder and (mocked) TFDS sources."""
 
+import functools
 import itertools
 import os
 import subprocess
@@ -75,11 +76,12 @@ def mock_tfds(tmp_path):
 def _train_batches(dataset, num_steps=2, *, process_count=1,
                    local_device_count=1, process_index=0, global_batch_size=8,
                    seed=0, start_step=0, data_dir=None,
-                   colour_augmentation=True):
+                   colour_augmentation=True, decode_crop_only=False):
   iterator = data.create_train_iterator(
       dataset, image_size=SIZE, global_batch_size=global_batch_size, seed=seed,
       start_step=start_step, data_dir=data_dir,
-      colour_augmentation=colour_augmentation, process_index=process_index,
+      colour_augmentation=colour_augmentation,
+      decode_crop_only=decode_crop_only, process_index=process_index,
       process_count=process_count, local_device_count=local_device_count)
   return [batch["image"] for batch in itertools.islice(iterator, num_steps)]
 
@@ -118,12 +120,14 @@ def test_embedded_photo_lists_are_disjoint():
   assert "cat" not in data.EMBEDDED_TRAIN_PHOTOS  # An alias of "chelsea".
 
 
-@pytest.mark.parametrize("source", ["embedded", "folder", "tfds"])
+@pytest.mark.parametrize("source", ["embedded", "folder", "tfds",
+                                    "tfds_crop_only"])
 def test_train_batches_shape_dtype_range(source, photo_folder, mock_tfds):
   dataset = {"embedded": data.EMBEDDED, "folder": "folder:" + photo_folder[0],
-             "tfds": "imagenet2012"}[source]
+             "tfds": "imagenet2012", "tfds_crop_only": "imagenet2012"}[source]
   batches = _train_batches(dataset, process_count=2, local_device_count=2,
-                           process_index=1, data_dir=mock_tfds)
+                           process_index=1, data_dir=mock_tfds,
+                           decode_crop_only=source == "tfds_crop_only")
   for images in batches:
     assert images.shape == (2, 2, SIZE, SIZE, 3)
     assert images.dtype == np.float32
@@ -137,15 +141,19 @@ def test_layout_defaults_come_from_jax():
   assert next(iterator)["image"].shape == (4, 2, SIZE, SIZE, 3)  # 4 devices.
 
 
-@pytest.mark.parametrize("dataset", [data.EMBEDDED, "folder", "cifar10"])
-def test_train_batches_depend_only_on_seed_and_step(dataset, photo_folder,
-                                                    mock_tfds):
+@pytest.mark.parametrize("dataset, decode_crop_only", [
+    (data.EMBEDDED, False), ("folder", False), ("cifar10", False),
+    ("imagenet2012", True)])
+def test_train_batches_depend_only_on_seed_and_step(dataset, decode_crop_only,
+                                                    photo_folder, mock_tfds):
   if dataset == "folder":
     dataset = photo_folder[0]  # A bare directory path works too.
-  first = _train_batches(dataset, 5, seed=3, data_dir=mock_tfds)
-  again = _train_batches(dataset, 5, seed=3, data_dir=mock_tfds)
-  other_seed = _train_batches(dataset, 5, seed=4, data_dir=mock_tfds)
-  resumed = _train_batches(dataset, 2, seed=3, start_step=3, data_dir=mock_tfds)
+  batches = functools.partial(_train_batches, dataset, data_dir=mock_tfds,
+                              decode_crop_only=decode_crop_only)
+  first = batches(5, seed=3)
+  again = batches(5, seed=3)
+  other_seed = batches(5, seed=4)
+  resumed = batches(2, seed=3, start_step=3)
   np.testing.assert_array_equal(np.stack(first), np.stack(again))
   np.testing.assert_array_equal(np.stack(first[3:]), np.stack(resumed))
   assert not np.array_equal(np.stack(first), np.stack(other_seed))
@@ -205,6 +213,63 @@ def _permutation_and_gains(source, target):
     if in_range and np.allclose(fitted, target, atol=1e-5):
       return permutation, gains
   return None
+
+
+def _streamed_batches(encoded, *, decode_crop_only, seed=0):
+  """Three batches of 4 of `sources.streaming_train_batches` from step 2."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  batches = sources.streaming_train_batches(
+      tf.data.Dataset.from_tensor_slices(encoded).repeat(), image_size=SIZE,
+      batch_size=4, batch_seed=tf.constant([seed, 0], tf.int64), start_step=2,
+      colour_augmentation=True, decode_crop_only=decode_crop_only)
+  return np.stack([b["image"] for b in batches.take(3).as_numpy_iterator()])
+
+
+def test_decoding_only_the_crop_window_gives_the_same_crops():
+  # Red and green ramps encode where a pixel comes from, so equal crops mean
+  # equal boxes, flips and colour draws. A JPEG decodes only the window, a
+  # PNG whole.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  height, width = 60, 80
+  y, x = np.mgrid[:height, :width]
+  ramps = np.stack([255 * (x + 0.5) / width, 255 * (y + 0.5) / height,
+                    np.full((height, width), 128.0)], axis=-1)
+  image = np.round(ramps).astype(np.uint8)
+  encoded = [tf.io.encode_jpeg(image, quality=100).numpy(),
+             tf.io.encode_png(image).numpy()]
+  whole = _streamed_batches(encoded, decode_crop_only=False)
+  window = _streamed_batches(encoded, decode_crop_only=True)
+  assert window.shape == whole.shape == (3, 4, SIZE, SIZE, 3)
+  # Whole pixels vs a bilinear resampling of a 2x copy: within a few levels.
+  assert np.abs(window - whole).mean() < 0.005
+  assert np.abs(window - whole).max() < 0.04
+  other_seed = _streamed_batches(encoded, decode_crop_only=True, seed=1)
+  assert np.abs(other_seed - whole).mean() > 0.05
+
+
+# Windows resampled bilinearly, and antialiased.
+@pytest.mark.parametrize("width", [2 * SIZE, 5 * SIZE])
+def test_resize_crop_resamples_a_ramp_and_flips(width):
+  ramp = np.broadcast_to(255 * (np.arange(width) + 0.5) / width,
+                         (SIZE + 3, width))
+  window = np.stack([ramp] * 3, axis=-1).astype(np.float32)
+  image = preprocessing.resize_crop(window, SIZE, False).numpy()
+  assert image.shape == (SIZE, SIZE, 3)
+  expected = (np.arange(SIZE) + 0.5) / SIZE
+  np.testing.assert_allclose(
+      image, np.broadcast_to(expected[None, :, None], image.shape), atol=0.02)
+  flipped = preprocessing.resize_crop(window, SIZE, True).numpy()
+  np.testing.assert_array_equal(flipped, image[:, ::-1])
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (3, 2), (40, 7)])
+def test_random_crop_windows_lie_inside_the_image(height, width):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for draw in itertools.product((0.0, 0.5, 0.999999), repeat=4):
+    top, left, crop_height, crop_width = preprocessing.random_crop_window(
+        height, width, tf.constant(draw, tf.float32)).numpy()
+    assert 0 <= top and top + crop_height <= height and crop_height >= 1
+    assert 0 <= left and left + crop_width <= width and crop_width >= 1
 
 
 def test_colour_augmentation_permutes_and_scales_the_same_crops(photo_folder):

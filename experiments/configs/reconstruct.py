@@ -27,6 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_size = 32
   # Random channel order and per-channel gains in [0.7, 1.3] for training.
   config.colour_augmentation = True
+  # Streamed (TFDS) images: decode only each random crop's window of a JPEG
+  # and resize it, rather than the whole image first. Same crop boxes;
+  # several times cheaper on the host (docs/benchmarks.md, "Input
+  # pipeline"). In-memory sources (embedded, folder, idx) ignore it.
+  config.decode_crop_only = True
 
   # Model. The map is (image_size / stride)²; stride 1 is the paper's setting.
   config.stride = 4

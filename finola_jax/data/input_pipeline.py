@@ -63,8 +63,8 @@ def hide_accelerators_from_tensorflow() -> None:
 def create_train_iterator(
     dataset: str, *, image_size: int, global_batch_size: int, seed: int,
     start_step: int = 0, data_dir: str | None = None,
-    colour_augmentation: bool = True, process_index: int | None = None,
-    process_count: int | None = None,
+    colour_augmentation: bool = True, decode_crop_only: bool = False,
+    process_index: int | None = None, process_count: int | None = None,
     local_device_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented training batches for steps start_step, start_step+1, ...
 
@@ -79,7 +79,8 @@ def create_train_iterator(
   global batch at a step is the same for any process/device layout. A folder
   is held in memory at 4 times the output size (shorter side), padded to the
   largest image: keep it to a few thousand images and use TFDS beyond. TFDS
-  sources shuffle (seeded) this process's shard of "train" and repeat it.
+  sources shuffle (seeded) this process's shard of "train" and repeat it,
+  decoding each image as it comes (`decode_crop_only`).
 
   Args:
     dataset: `EMBEDDED`, "folder:DIR" / an existing DIR, "idx:DIR" (its
@@ -92,6 +93,10 @@ def create_train_iterator(
       TFDS sources read (without decoding) start_step * local_batch records.
     data_dir: TFDS data directory (TFDS default if None).
     colour_augmentation: whether to permute and scale colour channels.
+    decode_crop_only: TFDS sources decode only each crop's window of a JPEG
+      and resize it, instead of decoding and resizing the whole image first:
+      the same crop boxes, a cheaper host (see
+      `sources.streaming_train_batches`). In-memory sources ignore it.
     process_index: this process; default `jax.process_index()`.
     process_count: default `jax.process_count()`.
     local_device_count: default `jax.local_device_count()`.
@@ -108,7 +113,8 @@ def create_train_iterator(
   source = sources.from_name(dataset, data_dir)
   batches = source.train_batches(
       image_size=image_size, layout=layout, seed=seed, start_step=start_step,
-      colour_augmentation=colour_augmentation)
+      colour_augmentation=colour_augmentation,
+      decode_crop_only=decode_crop_only)
   batches = batches.map(
       lambda batch: {k: layout.to_devices(v) for k, v in batch.items()}
   ).prefetch(tf.data.AUTOTUNE)

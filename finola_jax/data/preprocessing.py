@@ -4,7 +4,9 @@
 
 Training images are stored at a few times the output size (`stack_for_training`
 / `store_for_training`) and cropped by `random_crop_boxes` + `crops` (random
-resized crop with flips, bilinear) and `augment_colour`; evaluation images are
+resized crop with flips, bilinear) and `augment_colour`; a stream of encoded
+images can instead decode only a crop's window (`random_crop_window`, the same
+boxes in whole pixels) and resize it (`resize_crop`). Evaluation images are
 the centred square, resized (`center_crop_resize`).
 
 TensorFlow is imported on first use: the recipe's constants need none.
@@ -140,6 +142,59 @@ def _sample_positions(start, length, limit, image_size: int):
   last = start + length - 0.5 * step - 0.5
   return (tf.clip_by_value(first, 0.0, limit - 1.0),
           tf.clip_by_value(last, 0.0, limit - 1.0))
+
+
+def random_crop_window(height, width, uniforms: tf.Tensor) -> tf.Tensor:
+  """A random resized crop of an [height, width] image, in whole pixels.
+
+  The box is drawn as by `random_crop_boxes` (same `uniforms`, same
+  fractions of the image), then its ends are rounded to pixel boundaries.
+
+  Args:
+    height: int [], the image's height.
+    width: int [], the image's width.
+    uniforms: float32 [4], U[0, 1) draws.
+
+  Returns:
+    int32 [4]: (top, left, crop_height, crop_width), at least 1 pixel and
+    inside the image: the `crop_window` of `tf.image.decode_and_crop_jpeg`.
+  """
+  height = tf.cast(height, tf.float32)[None]
+  width = tf.cast(width, tf.float32)[None]
+  top, left, crop_height, crop_width = _sample_crop_boxes(
+      height, width, uniforms[None])
+
+  def ends(start, length, limit):
+    first = tf.clip_by_value(tf.round(start), 0.0, limit - 1.0)
+    last = tf.clip_by_value(tf.round(start + length), first + 1.0, limit)
+    return first, last - first
+
+  top, crop_height = ends(top, crop_height, height)
+  left, crop_width = ends(left, crop_width, width)
+  return tf.cast(tf.concat([top, left, crop_height, crop_width], 0), tf.int32)
+
+
+def resize_crop(crop: tf.Tensor, image_size: int, flip) -> tf.Tensor:
+  """A cropped window (0..255) resized to S x S and flipped if `flip`.
+
+  A window up to `TFDS_STORED_SIZE_FACTOR` * S on its longer side is
+  resampled bilinearly, as `crops` samples a stored copy of that size; a
+  larger one (from a large photograph) is antialiased. The antialiased
+  resize costs about three times the bilinear one.
+
+  Returns float32 [S, S, 3] in [0, 1].
+  """
+  def bilinear():
+    return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size],
+                           method="bilinear")
+
+  def antialiased():
+    return resize(crop, image_size, image_size)
+
+  small = (tf.reduce_max(tf.shape(crop)[:2])
+           <= TFDS_STORED_SIZE_FACTOR * image_size)
+  image = tf.cond(small, bilinear, antialiased) / 255.0
+  return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 class StoredImages(NamedTuple):

@@ -183,6 +183,42 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
+def decode_random_crop(encoded: tf.Tensor, uniforms: tf.Tensor,
+                       image_size: int) -> tf.Tensor:
+  """A random resized, randomly flipped crop of an encoded image.
+
+  A JPEG decodes only the crop's window (`tf.image.decode_and_crop_jpeg`:
+  rows below it are never decoded, columns beside it are not converted);
+  other formats decode whole and are sliced. The window is
+  `preprocessing.random_crop_window`, resized by `preprocessing.resize_crop`.
+
+  Args:
+    encoded: string [], encoded image bytes.
+    uniforms: float32 [5], U[0, 1) draws: 4 for the window, 1 for the flip.
+    image_size: S.
+
+  Returns:
+    float32 [S, S, 3] in [0, 1].
+  """
+
+  def window(height, width):
+    return preprocessing.random_crop_window(height, width, uniforms[:4])
+
+  def from_jpeg():
+    shape = tf.image.extract_jpeg_shape(encoded)
+    return tf.image.decode_and_crop_jpeg(encoded, window(shape[0], shape[1]),
+                                         channels=3)
+
+  def from_other_format():
+    image = decode_image(encoded)
+    top, left, height, width = tf.unstack(
+        window(tf.shape(image)[0], tf.shape(image)[1]))
+    return image[top:top + height, left:left + width]
+
+  crop = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other_format)
+  return preprocessing.resize_crop(crop, image_size, uniforms[4] < 0.5)
+
+
 def decode_image_file(path: str) -> np.ndarray:
   """The image at `path` as uint8 [H, W, 3] (greyscale repeated, alpha dropped).
 
@@ -483,6 +519,78 @@ def in_memory_eval_examples(images: np.ndarray, layout: BatchLayout
   return examples, layout.largest_share(len(images))
 
 
+# ------------------------------------------------------ streamed batches ---
+
+
+def streaming_train_batches(encoded: tf.data.Dataset, *, image_size: int,
+                            batch_size: int, batch_seed: tf.Tensor,
+                            start_step: int, colour_augmentation: bool,
+                            decode_crop_only: bool) -> tf.data.Dataset:
+  """Augmented batches of encoded images, decoded as they stream past.
+
+  Step t's draws are `tf.random.stateless_uniform` [batch_size, 9] seeded
+  by `batch_seed` folded with t; row k serves the step's k-th image: 4 for
+  its crop box, 1 for its flip, 4 for its colours.
+
+  Args:
+    encoded: endless string [] encoded images; its first is image 0 of step
+      `start_step` (the caller shuffles, repeats and skips).
+    image_size: S.
+    batch_size: images per batch.
+    batch_seed: int64 [2].
+    start_step: the step of the first batch.
+    colour_augmentation: whether to permute and scale colour channels.
+    decode_crop_only: False: decode each image whole, resize it so its
+      shorter side is `preprocessing.TFDS_STORED_SIZE_FACTOR` * S
+      (antialiased), pad a batch into one tensor and crop it
+      (`preprocessing.crops`, bilinear). True: the same crop boxes, in whole
+      pixels of the encoded image, decoded alone and resized
+      (`decode_random_crop`); several times cheaper per image (no enlarged
+      float copy of the whole image is made).
+
+  Returns:
+    {"image": float32 [batch_size, S, S, 3] in [0, 1]} for steps
+    start_step, start_step + 1, ...
+  """
+
+  def step_uniforms(step):
+    return tf.random.stateless_uniform(
+        [batch_size, 9],
+        seed=tf.random.experimental.stateless_fold_in(batch_seed, step))
+
+  def colours(crops, uniforms):
+    if colour_augmentation:
+      crops = preprocessing.augment_colour(crops, uniforms)
+    return {"image": crops}
+
+  if decode_crop_only:
+
+    def decode_crop(position, encoded_image):
+      uniforms = step_uniforms(start_step + position // batch_size)[
+          position % batch_size]
+      return (decode_random_crop(encoded_image, uniforms[:5], image_size),
+              uniforms[5:])
+
+    return (encoded.enumerate()
+            .map(decode_crop, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size, drop_remainder=True)
+            .map(colours, num_parallel_calls=tf.data.AUTOTUNE))
+
+  def decode_and_store(encoded_image):
+    return store_streamed(decode_image(encoded_image), image_size)
+
+  def augment_batch(step, batch):
+    return {"image": crop_streamed_batch(*batch, step_uniforms(step),
+                                         image_size, colour_augmentation)}
+
+  # Images are padded into one tensor per batch so the batch is augmented by
+  # a few ops instead of a few per image.
+  return (encoded.map(decode_and_store, num_parallel_calls=tf.data.AUTOTUNE)
+          .padded_batch(batch_size, drop_remainder=True)
+          .enumerate(start=start_step)
+          .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE))
+
+
 # ------------------------------------------------------------- interface ---
 
 
@@ -526,12 +634,14 @@ class Source(abc.ABC):
 
   @abc.abstractmethod
   def train_batches(self, *, image_size: int, layout: BatchLayout, seed: int,
-                    start_step: int,
-                    colour_augmentation: bool) -> tf.data.Dataset:
+                    start_step: int, colour_augmentation: bool,
+                    decode_crop_only: bool) -> tf.data.Dataset:
     """Endless augmented batches {"image": float32 [local_batch, S, S, 3]}.
 
     The batch at step t (the first is `start_step`) is a function of (seed,
     t) and of `layout` as `input_pipeline`'s module doc describes.
+    `decode_crop_only` concerns sources that decode images as they stream
+    (see `streaming_train_batches`); the others decode once and ignore it.
     """
 
   @abc.abstractmethod
@@ -637,7 +747,8 @@ class EmbeddedSource(Source):
     return EMBEDDED
 
   def train_batches(self, *, image_size, layout, seed, start_step,
-                    colour_augmentation):
+                    colour_augmentation, decode_crop_only):
+    del decode_crop_only  # Decoded once, into memory.
     return in_memory_train_batches(
         _embedded_training_images(image_size), image_size=image_size,
         layout=layout, seed=seed, start_step=start_step,
@@ -719,7 +830,8 @@ class FolderSource(Source):
             [paths[i] for i in sorted(held_out)])
 
   def train_batches(self, *, image_size, layout, seed, start_step,
-                    colour_augmentation):
+                    colour_augmentation, decode_crop_only):
+    del decode_crop_only  # Decoded once, into memory.
     images, _ = decode_files(self.split_paths()[0])
     if not images:
       raise DatasetError(
@@ -805,8 +917,9 @@ class IdxSource(Source):
     load_idx(self.directory, with_labels=False)
 
   def train_batches(self, *, image_size, layout, seed, start_step,
-                    colour_augmentation):
+                    colour_augmentation, decode_crop_only):
     del colour_augmentation  # Grey images stay grey.
+    del decode_crop_only  # Decoded once, into memory.
     images = load_idx(self.directory, with_labels=False).train_images
     pixels = tf.constant(idx_stored_images(images, image_size))
     num_images = len(images)
@@ -920,7 +1033,8 @@ class CocoSource(Source):
       raise DatasetError(str(e)) from e
 
   def train_batches(self, *, image_size, layout, seed, start_step,
-                    colour_augmentation):
+                    colour_augmentation, decode_crop_only):
+    del decode_crop_only  # Files of several formats, decoded whole.
     return drawn_file_batches(
         list(self.annotations(SPLITS[0]).paths), image_size=image_size,
         layout=layout, seed=seed, start_step=start_step,
@@ -1016,7 +1130,7 @@ class TfdsSource(Source):
     return tfds_builder(self.name_and_version, self.data_dir)
 
   def train_batches(self, *, image_size, layout, seed, start_step,
-                    colour_augmentation):
+                    colour_augmentation, decode_crop_only):
     split = tfds.split_for_jax_process(
         "train", process_index=layout.process_index,
         process_count=layout.process_count, drop_remainder=True)
@@ -1026,27 +1140,15 @@ class TfdsSource(Source):
         self.builder(), split, shuffle_files=True,
         read_config=read_config).map(lambda ex: ex["image"])
     batch_size = layout.local_batch_size
-    batch_seed = tf.constant([seed, layout.process_index], tf.int64)
-
-    def decode_and_store(encoded_image):
-      return store_streamed(decode_image(encoded_image), image_size)
-
-    def augment_batch(step, batch):
-      uniforms = tf.random.stateless_uniform(
-          [batch_size, 9],
-          seed=tf.random.experimental.stateless_fold_in(batch_seed, step))
-      return {"image": crop_streamed_batch(*batch, uniforms, image_size,
-                                           colour_augmentation)}
-
     # Skipping happens before decoding: resuming reads, but does not decode,
-    # the skipped records. Images are padded into one tensor per batch so the
-    # batch is augmented by a few ops instead of a few per image.
-    return (encoded.shuffle(_TFDS_SHUFFLE_BUFFER, seed=seed).repeat()
-            .skip(start_step * batch_size)
-            .map(decode_and_store, num_parallel_calls=tf.data.AUTOTUNE)
-            .padded_batch(batch_size, drop_remainder=True)
-            .enumerate(start=start_step)
-            .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE))
+    # the skipped records.
+    return streaming_train_batches(
+        encoded.shuffle(_TFDS_SHUFFLE_BUFFER, seed=seed).repeat()
+        .skip(start_step * batch_size),
+        image_size=image_size, batch_size=batch_size,
+        batch_seed=tf.constant([seed, layout.process_index], tf.int64),
+        start_step=start_step, colour_augmentation=colour_augmentation,
+        decode_crop_only=decode_crop_only)
 
   def eval_examples(self, *, image_size, layout, max_examples):
     builder = self.builder()

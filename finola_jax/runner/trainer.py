@@ -55,7 +55,8 @@ def train_batches_fn(config: ml_collections.ConfigDict
       config.dataset, image_size=config.image_size,
       global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, data_dir=config.data_dir,
-      colour_augmentation=config.colour_augmentation)
+      colour_augmentation=config.colour_augmentation,
+      decode_crop_only=config.decode_crop_only)
 
 
 def training_crops(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
