@@ -66,7 +66,10 @@ def _check_builds(config) -> int:
   run_config.validate_training(config)
   task = tasks.create_task(config)
   state = step_lib.abstract_train_state(task, config)
-  assert state.params["matrices"]["A"].shape == (config.channels,) * 2
+  # One C×C pair per path; a single path keeps the unstacked [C, C].
+  paths = config.get("paths", 1)
+  assert state.params["matrices"]["A"].shape == (
+      (paths,) * (paths > 1) + (config.channels,) * 2)
   assert jax.tree_util.tree_structure(state.opt_state) is not None
   return sum(math.prod(leaf.shape)
              for leaf in jax.tree_util.tree_leaves(state.params))
