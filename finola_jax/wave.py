@@ -146,9 +146,12 @@ def pde_residual(z, A, B, *, origin: Optional[Tuple[int, int]] = None,
 def map_statistics(maps, origin: Optional[Tuple[int, int]] = None) -> dict:
   """Sizes of unrolled maps: ``max_abs_z``, ``mean_abs_z``, ``edge_to_centre``.
 
-  ``|z|`` is each entry's absolute value; ``edge_to_centre`` is the mean
-  ``|z|`` over the map's border cells divided by the mean ``|z|`` at the
-  origin (where ``q`` sits): above 1 the maps grow away from ``q``.
+  Per map (each ``[H, W, C]`` slice), averaged over the maps: ``max_abs_z``
+  is its largest ``|z|``; ``edge_to_centre`` is its mean ``|z|`` over the
+  border cells divided by its mean ``|z|`` at the origin (where ``q``
+  sits): above 1 the map grows away from ``q``. ``mean_abs_z`` is the mean
+  ``|z|`` of every entry. Means over maps make the values of a batch the
+  mean of its shards' values (``pmean`` over devices gives the global one).
 
   Args:
     maps: ``[..., H, W, C]`` maps (any leading axes: batch, paths).
@@ -163,10 +166,10 @@ def map_statistics(maps, origin: Optional[Tuple[int, int]] = None) -> dict:
   row, col = core.resolve_origin(height, width, origin)
   border = jnp.ones((height, width), bool).at[1:-1, 1:-1].set(False)
   per_cell = jnp.mean(magnitude, axis=-1)
-  edge = jnp.sum(per_cell * border) / (jnp.sum(border) * per_cell[..., 0, 0].size)
-  centre = jnp.mean(per_cell[..., row, col])
-  return {"max_abs_z": jnp.max(magnitude), "mean_abs_z": jnp.mean(magnitude),
-          "edge_to_centre": edge / centre}
+  edge = jnp.sum(per_cell * border, axis=(-2, -1)) / jnp.sum(border)
+  return {"max_abs_z": jnp.mean(jnp.max(magnitude, axis=(-3, -2, -1))),
+          "mean_abs_z": jnp.mean(magnitude),
+          "edge_to_centre": jnp.mean(edge / per_cell[..., row, col])}
 
 
 def matrix_statistics(A, B) -> dict:

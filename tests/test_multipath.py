@@ -76,9 +76,13 @@ def test_pallas_runs_all_paths_in_one_launch_per_phase():
                              implementation="pallas")
   loss = lambda q, A, B: jnp.sum(jnp.sin(unroll(q, A, B)))
   text = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, A, B))
-  # Two phases forward (vertical, horizontal) and two backward.
-  assert text.count("pallas_call[") == 4, text.count("pallas_call[")
-  assert text.count(f"grid=({PATHS}, ") == 4
+  one_path = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(
+      q[:, :1], A[:1], B[:1]))
+  # As many launches as one path has (two phases forward, two backward, as
+  # traced for each lowering platform), each with a leading grid axis of M.
+  launches = text.count("pallas_call[")
+  assert launches == one_path.count("pallas_call[") >= 4, launches
+  assert text.count(f"grid=({PATHS}, ") == launches
   assert "while[" not in text.split("pallas_call[")[0]
 
 
@@ -313,9 +317,11 @@ def test_map_statistics_against_numpy():
   magnitude = np.abs(maps).mean(axis=-1)
   border = np.ones((5, 4), bool)
   border[1:-1, 1:-1] = False
-  expected = magnitude[..., border].mean() / magnitude[..., 2, 2].mean()
+  expected = np.mean(magnitude[..., border].mean(-1) / magnitude[..., 2, 2])
   np.testing.assert_allclose(stats["edge_to_centre"], expected, rtol=1e-5)
-  np.testing.assert_allclose(stats["max_abs_z"], np.abs(maps).max(), rtol=1e-6)
+  np.testing.assert_allclose(stats["max_abs_z"],
+                             np.abs(maps).max(axis=(-3, -2, -1)).mean(),
+                             rtol=1e-6)
   np.testing.assert_allclose(stats["mean_abs_z"], np.abs(maps).mean(),
                              rtol=1e-5)
 
