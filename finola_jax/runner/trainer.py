@@ -83,31 +83,51 @@ PCA_CROPS_PER_COMPONENT = 4
 PCA_MAX_VALUES = 2**28
 
 
-def baseline_scores(config: ml_collections.ConfigDict,
-                    batches: Iterable[Batch]) -> Dict[str, float]:
-  """What a reconstruction must beat, on the images of evaluation ``batches``.
+class BaselineScores:
+  """What a reconstruction must beat, on the evaluated images.
 
   ``mean_colour_psnr``: each image as its mean colour; ``pca_psnr``: a PCA
   code of the model's code size (``paths × channels`` numbers), fitted on
   ``PCA_CROPS_PER_COMPONENT`` of the run's training crops per component
-  (with its augmentation; fitted once per config and process). The batches
-  are streamed, as :func:`evaluate` does.
+  (with its augmentation; fitted once per config and process). Batches are
+  scored as they stream past :meth:`observe`, so the model's evaluation and
+  the baselines share one pass over the images.
   """
-  code = _training_pca(json.dumps(run_config.to_dict(config), sort_keys=True))
-  sums, total = {}, 0.0
-  for batch in batches:
-    images = np.asarray(batch["image"]).reshape(
-        (-1,) + batch["image"].shape[-3:])
-    real = np.asarray(batch["mask"]).reshape(-1) > 0
-    scores = jax.device_get(reconstruction.baseline_psnr(images, code))
-    for key, values in scores.items():  # Padding examples may be NaN.
-      sums[key] = sums.get(key, 0.0) + float(np.sum(values[real]))
-    total += float(real.sum())
-  # Each process streamed its share of the images.
-  keys = sorted(sums)
-  totals = np.sum(multihost_utils.process_allgather(
-      np.array([sums[k] for k in keys] + [total], np.float64)), axis=0)
-  return {k: float(v / totals[-1]) for k, v in zip(keys, totals[:-1])}
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self._code = _training_pca(
+        json.dumps(run_config.to_dict(config), sort_keys=True))
+    self._sums: Dict[str, float] = {}
+    self._count = 0.0
+
+  def observe(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+    """Yields ``batches`` (with ``mask``) unchanged, scoring each."""
+    for batch in batches:
+      images = np.asarray(batch["image"]).reshape(
+          (-1,) + batch["image"].shape[-3:])
+      real = np.asarray(batch["mask"]).reshape(-1) > 0
+      scores = jax.device_get(reconstruction.baseline_psnr(images, self._code))
+      for key, values in scores.items():  # Padding examples may be NaN.
+        self._sums[key] = self._sums.get(key, 0.0) + float(np.sum(values[real]))
+      self._count += float(real.sum())
+      yield batch
+
+  def result(self) -> Dict[str, float]:
+    """The means over every process's images (all processes call it)."""
+    keys = sorted(self._sums)
+    totals = np.sum(multihost_utils.process_allgather(
+        np.array([self._sums[k] for k in keys] + [self._count], np.float64)),
+                    axis=0)
+    return {k: float(v / totals[-1]) for k, v in zip(keys, totals[:-1])}
+
+
+def baseline_scores(config: ml_collections.ConfigDict,
+                    batches: Iterable[Batch]) -> Dict[str, float]:
+  """:class:`BaselineScores` of the images of evaluation ``batches``."""
+  baselines = BaselineScores(config)
+  for _ in baselines.observe(batches):
+    pass
+  return baselines.result()
 
 
 @functools.lru_cache(maxsize=4)
@@ -383,18 +403,21 @@ def evaluate_directory(config: ml_collections.ConfigDict, workdir: str,
                        directory: str) -> Dict[str, float]:
   """Evaluates the newest checkpoint on every image file in ``directory``.
 
-  Writes the means, ``step``, ``num_images`` and ``eval_dir`` to
+  Writes the means, ``step``, ``num_images``, ``eval_dir`` and, for
+  reconstruction, the :class:`BaselineScores` of the same pass to
   ``WORKDIR/eval.json`` and returns them.
   """
-  metrics = evaluate_checkpoint(config, workdir,
-                                directory_batches_fn(config, directory),
-                                tag="eval_dir")
+  batches = directory_batches_fn(config, directory)
+  baselines = None
+  if config.task == "reconstruction":
+    baselines = BaselineScores(config)
+    batches = lambda observed=batches: baselines.observe(observed())
+  metrics = evaluate_checkpoint(config, workdir, batches, tag="eval_dir")
   result = dict(metrics, eval_dir=os.path.abspath(directory),
                 num_images=len(sources.list_image_files(directory,
                                                         recursive=False)))
-  if config.task == "reconstruction":
-    result.update(baseline_scores(config,
-                                  directory_batches_fn(config, directory)()))
+  if baselines is not None:
+    result.update(baselines.result())
   if jax.process_index() == 0:
     path = epath.Path(workdir) / "eval.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True))
