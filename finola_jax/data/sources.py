@@ -794,7 +794,20 @@ class DigitsSource(Source):
                                    split, max_examples)
 
 
-class FolderSource(Source):
+class DirectorySource(Source):
+  """A kind whose argument is a directory (``prefix + DIR``), checked to exist."""
+
+  def __init__(self, directory: str):
+    if not os.path.isdir(directory):
+      raise DatasetError(f"{directory!r} is not a directory.")
+    self.directory = directory
+
+  @property
+  def dataset(self) -> str:
+    return self.prefix + self.directory
+
+
+class FolderSource(DirectorySource):
   """Image files under a directory, recursively, in sorted path order.
 
   Training and validation: the files at sorted positions 9, 19, 29, ...
@@ -805,15 +818,6 @@ class FolderSource(Source):
   """
 
   prefix = FOLDER_PREFIX
-
-  def __init__(self, directory: str):
-    if not os.path.isdir(directory):
-      raise DatasetError(f"{directory!r} is not a directory.")
-    self.directory = directory
-
-  @property
-  def dataset(self) -> str:
-    return FOLDER_PREFIX + self.directory
 
   def check(self):
     self.split_paths()
@@ -894,7 +898,7 @@ def idx_stored_images(images: np.ndarray, image_size: int) -> np.ndarray:
   return np.round(fitted * 255.0).astype(np.uint8)
 
 
-class IdxSource(Source):
+class IdxSource(DirectorySource):
   """MNIST-family IDX files in a directory (`idx.load`'s splits), in memory.
 
   Training batches are randomly flipped images, no crops or colour changes:
@@ -903,15 +907,6 @@ class IdxSource(Source):
   """
 
   prefix = IDX_PREFIX
-
-  def __init__(self, directory: str):
-    if not os.path.isdir(directory):
-      raise DatasetError(f"{directory!r} is not a directory.")
-    self.directory = directory
-
-  @property
-  def dataset(self) -> str:
-    return IDX_PREFIX + self.directory
 
   def check(self):
     load_idx(self.directory, with_labels=False)
@@ -981,7 +976,7 @@ def load_coco(directory: str, split: str) -> coco.CocoSplit:
     raise DatasetError(str(e)) from e
 
 
-class CocoSource(Source):
+class CocoSource(DirectorySource):
   """A COCO-format detection set in COCO's layout (`finola_jax.data.coco`):
   ``DIR/annotations/instances_{split}.json`` and the images in
   ``DIR/{split}/``.
@@ -999,14 +994,8 @@ class CocoSource(Source):
 
   def __init__(self, directory: str, train_split: str = coco.TRAIN_SPLIT,
                eval_split: str = coco.EVAL_SPLIT):
-    if not os.path.isdir(directory):
-      raise DatasetError(f"{directory!r} is not a directory.")
-    self.directory = directory
+    super().__init__(directory)
     self.split_names = dict(zip(SPLITS, (train_split, eval_split)))
-
-  @property
-  def dataset(self) -> str:
-    return COCO_PREFIX + self.directory
 
   def with_splits(self, train, evaluation):
     return CocoSource(self.directory, train, evaluation)
