@@ -26,7 +26,7 @@ from finola_jax.tasks import probe
 from finola_jax.train import checkpointing
 from finola_jax.train import run_config
 from tests import helpers
-from tests import test_detection
+from tests import test_detection as detection_tests
 from tests.test_detection import canvases  # pylint: disable=unused-import
 
 TINY = "mobile_former_tiny"
@@ -107,10 +107,10 @@ def test_readouts_are_what_the_classifier_reads(pretrained_workdir):
                                 probe.token_readout(feature_map, 2))
 
 
-def test_detection(pretrained_workdir, canvases, tmp_path):
+def test_detection_program(pretrained_workdir, canvases, tmp_path):
   workdir = str(tmp_path / "det")
   stdout = helpers.run_program(
-      detect, test_detection.program_args(workdir, canvases, steps=STEPS) + [
+      detect, detection_tests.program_args(workdir, canvases, steps=STEPS) + [
           f"--pretrained_workdir={pretrained_workdir}"])
   assert f"step {STEPS})" in stdout
   _, trained = checkpointing.restore_latest_params(workdir)
