@@ -2,9 +2,9 @@
 
 ``mobile_former_tiny`` on 16×16 images (the tiny settings of
 ``tests/helpers.py``, feature stride 2): masked pre-training for two steps
-(its workdir is the encoder the probes and the detector read),
-reconstruction with the tokens as initial vectors, the linear and tran-1
-probes and detection; then the config keys: ``encoder="resnet"`` builds
+(its workdir is the encoder the probes and the detector read), the linear
+and tran-1 probes and detection, and (abstractly) a reconstruction train
+step with the tokens as initial vectors; then the config keys: ``encoder="resnet"`` builds
 the models of configs saved before the keys, and bad values are refused.
 """
 
@@ -17,7 +17,6 @@ import pytest
 from experiments import detect
 from experiments import linear_probe
 from experiments import pretrain_masked
-from experiments import reconstruct
 from finola_jax import tasks
 from finola_jax.models import encoders
 from finola_jax.models import layers
@@ -61,17 +60,24 @@ def test_masked_pretraining(pretrained_workdir):
   assert "tokens" in params["encoder"]
 
 
-def test_reconstruction_from_the_tokens(tmp_path):
-  workdir = str(tmp_path / "recon")
-  helpers.run_program(reconstruct, [f"--workdir={workdir}",
-                                    *helpers.override_flags(
-                                        **RUN, pooling="tokens", paths=2)])
-  assert len(_metrics_losses(workdir)) == STEPS
-  _, params = checkpointing.restore_latest_params(workdir)
-  # One dense layer d → C turns token m into q_m.
+def test_reconstruction_from_the_tokens():
+  """pooling="tokens": token m of the encoder, through one dense layer
+  d → C, is q_m (``layers.InitialVectors``, tested in test_multipath.py);
+  the train step's loss and gradient trace to the tokens. Abstractly:
+  compiling this encoder's step once more would cost the suite a minute
+  (the reconstruct program with it was run when this test was written)."""
+  task = tasks.create_task(helpers.tiny_config(
+      "reconstruct", encoder=TINY, pooling="tokens", paths=2))
+  params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
   _, token_dim = mobile_former.feature_dims(TINY)
   assert params["to_q"]["kernel"].shape == (token_dim,
                                             helpers.TINY_MODEL["channels"])
+  images = jax.ShapeDtypeStruct((2, 16, 16, 3), np.float32)
+  (loss, _), grads = jax.eval_shape(
+      jax.value_and_grad(task.loss, has_aux=True), params, {"image": images},
+      None)
+  assert loss.shape == () and grads["encoder"]["tokens"].shape == (
+      mobile_former.SIZES[TINY].num_tokens, token_dim)
 
 
 @pytest.mark.parametrize("protocol", ["linear", "tran1"])
@@ -89,20 +95,16 @@ def test_probes(pretrained_workdir, tmp_path, protocol):
   assert result["train_top1"] == 1.0 and result["top1"] == 1.0
 
 
-def test_readouts_are_what_the_classifier_reads(pretrained_workdir):
-  pretraining = linear_probe.read_pretraining(pretrained_workdir)
-  encode, params, _ = linear_probe.load_encoder(
-      run_config.from_dict(dict(raw_pixels=False, random_init=False, seed=0)),
-      pretraining, pretrained_workdir)
-  images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
-  feature_map, tokens = encode(params, images)
+def test_readouts_are_what_the_classifier_reads():
   dims, token_dim = mobile_former.feature_dims(TINY)
-  assert feature_map.shape == (2, 8, 8, dims)
+  feature_map = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, dims))
+  tokens = jax.random.normal(jax.random.PRNGKey(1), (2, 2, token_dim))
   np.testing.assert_allclose(
       probe.linear_readout((feature_map, tokens), 1),
       mobile_former.classifier_features(feature_map, tokens), rtol=1e-6)
-  assert probe.linear_readout((feature_map, tokens), 2).shape == (
-      2, 4 * dims + token_dim)
+  grid = probe.linear_readout((feature_map, tokens), 2)
+  assert grid.shape == (2, 4 * dims + token_dim)
+  np.testing.assert_array_equal(grid[:, -token_dim:], tokens[:, 0])
   np.testing.assert_array_equal(probe.token_readout((feature_map, tokens), 2),
                                 probe.token_readout(feature_map, 2))
 
