@@ -47,7 +47,6 @@ from jax.experimental import multihost_utils
 from experiments import linear_probe
 from finola_jax.data import coco
 from finola_jax.data import input_pipeline
-from finola_jax.models import layers
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
 from finola_jax.tasks import detection
@@ -143,10 +142,7 @@ def create_task(config: ml_collections.ConfigDict, num_classes: int, *,
                                                   config.pretrained_workdir)
   except FileNotFoundError as e:
     raise run_config.ConfigError(f"--pretrained_workdir: {e}") from e
-  # A Mobile-Former also returns its tokens: the detector reads the map.
-  backbone = detection.Backbone(
-      lambda p, images: layers.split_encoder_output(encode(p, images))[0],
-      params, pretraining.stride)
+  backbone = detection.Backbone(encode, params, pretraining.stride)
   return detection.DetectionTask(config, backbone, num_classes)
 
 

@@ -85,8 +85,9 @@ class MaskedFinola(nn.Module):
 
   The ResNet encoder's first ``log2(stride)`` stages downsample, so its map
   has the feature-map stride ``s``; further stages (``encoder_depth`` in
-  all) keep the resolution. A Mobile-Former runs at output stride ``s``. The config keys read are those of
-  ``experiments/configs/pretrain_masked.py``'s model and numerics sections.
+  all) keep the resolution. A Mobile-Former runs at output stride ``s``.
+  The config keys read are those of ``experiments/configs/pretrain_masked.py``'s
+  model and numerics sections.
   """
   config: ml_collections.FrozenConfigDict
 
