@@ -4,11 +4,10 @@ r"""Masked-FINOLA pre-training of a small Mobile-Former on Fashion-MNIST.
 
 The recipe of configs/pretrain_masked_fashion_mnist.py (32×32, C=128, the
 8×8 map at stride 4, 400 steps of 32) with a Mobile-Former (SIZE) instead of
-the ResNet:
-the visible 16×16 quadrant is encoded at feature stride 4 (the small-image
-option of ``finola_jax.models.mobile_former``: the stem and the first
-downsampling blocks keep their resolution), its 4×4 map projected to C and
-extrapolated. configs/probe_fashion_mnist.py probes it unchanged.
+the ResNet: the visible 16×16 quadrant is encoded at feature stride 4 (the
+small-image option of ``finola_jax.models.mobile_former``: the stem and the
+first downsampling blocks keep their resolution), its 4×4 map projected to
+C and extrapolated. configs/probe_fashion_mnist.py probes it unchanged.
 
 Why the 52M size: it is the smallest size without grouped pointwise
 convolutions, which XLA's CPU backend runs slowly. Its encoder (1.72 M
