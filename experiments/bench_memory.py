@@ -25,6 +25,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from finola_jax import tasks
+from finola_jax.models import encoders
 from finola_jax.train import step as step_lib
 
 FLAGS = flags.FLAGS
@@ -71,7 +72,8 @@ def main(argv):
           f"{arguments + temp:.2f} | {temp / per_device:.3f} |", flush=True)
   print(f"({jax.devices()[0].platform}, {config.image_size}², stride "
         f"{config.stride}, C={config.channels}, precision {config.precision}, "
-        f"decoder {config.get('decoder', '-')})")
+        f"decoder {config.get('decoder', '-')}, encoder "
+        f"{encoders.encoder_name(config)})")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 # Copyright 2026 The finola_jax Authors.
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-r"""Training throughput of the reconstruction step vs this machine's matmul rate.
+r"""Training throughput of a train step vs this machine's matmul rate.
 
-Builds the model of a reconstruction config (--config, default
+Builds the model of a reconstruction or masked config (--config, default
 configs/reconstruct.py, with --config.KEY overrides), times the pmap-ed
 train step on random batches of the global batch size, and times a square
 float32 matmul in the same run. Prints images/s, the step's FLOPs, the
@@ -25,6 +25,8 @@ from absl import flags
 
 from experiments import reconstruct
 from finola_jax import tasks
+from finola_jax.models import encoders
+from finola_jax.models import layers
 from finola_jax.runner import launch
 from finola_jax.train import step as step_lib
 
@@ -63,16 +65,22 @@ def step_flops(task, state, batch) -> float:
 def unroll_flops(config) -> float:
   """Matmul FLOPs of the unroll in one image's forward and backward pass.
 
-  Each of the ``h·w − 1`` positions a path fills costs one ``C×C`` matvec,
-  ``2·C²`` FLOPs; ``average`` runs two paths. The backward costs two
+  Each position a walk fills costs one ``C×C`` matvec, ``2·C²`` FLOPs, per
+  FINOLA path (``config.paths``): ``h·w − 1`` positions from the centre,
+  ``h·w − (h/2)·(w/2)`` around a quadrant (the masked task's quadrant
+  masking); ``average`` runs both walk orders. The backward costs two
   matvecs per position (the state's and the matrix's cotangents): ``3×``
   the forward in all.
   """
-  if config.decoder == "dense":
+  if config.get("decoder") == "dense":
     return 0.0
-  positions = (config.image_size // config.stride)**2 - 1
-  paths = 2 if config.path == "average" else 1
-  return 3 * paths * positions * 2.0 * config.channels**2
+  side = config.image_size // config.stride
+  positions = side**2 - 1
+  if config.task == "masked" and config.masking == "quadrant":
+    positions = side**2 - (side // 2)**2
+  walks = 2 if config.path == "average" else 1
+  paths = layers.multipath(config)[0]
+  return 3 * walks * paths * positions * 2.0 * config.channels**2
 
 
 def main(argv):
@@ -103,10 +111,13 @@ def main(argv):
   matmul_s = median_seconds(lambda: matmul(a).block_until_ready(), FLAGS.repeats)
   step_rate = flops / step_s / 1e9
   matmul_rate = 2 * n**3 / matmul_s / 1e9
-  print(f"| decoder | stride | C | batch | images/s | step ms | GFLOP/step | "
-        f"of which unroll | GFLOP/s | matmul GFLOP/s | fraction |\n"
-        f"|---|---|---|---|---|---|---|---|---|---|---|\n"
-        f"| {config.decoder} | {config.stride} | {config.channels} | "
+  model = config.get("decoder", config.task)
+  print(f"| model | encoder | stride | C | batch | images/s | step ms | "
+        f"GFLOP/step | of which unroll | GFLOP/s | matmul GFLOP/s | "
+        f"fraction |\n"
+        f"|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| {model} | {encoders.encoder_name(config)} | {config.stride} | "
+        f"{config.channels} | "
         f"{config.batch_size} | {config.batch_size / step_s:.1f} | "
         f"{1e3 * step_s:.1f} | {flops / 1e9:.2f} | {walk_flops / flops:.0%} | "
         f"{step_rate:.1f} | {matmul_rate:.1f} | {step_rate / matmul_rate:.2f} |")

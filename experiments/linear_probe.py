@@ -17,6 +17,10 @@ configs/linear_probe.py:
   python3 -m experiments.linear_probe --workdir=/tmp/finola_probe_random \
     --pretrained_workdir=/tmp/finola_masked --config.random_init=True
 
+A Mobile-Former encoder (the pre-training's config.encoder) is read as its
+classifier reads it: the pooled map then the first global token (linear,
+finetune); tran1 takes the positions of its map as tokens.
+
 The offline default dataset is scikit-learn's 8×8 handwritten digits,
 upscaled: a check that features carry information, too easy to rank
 encoders. configs/probe_fashion_mnist.py probes on Fashion-MNIST.

@@ -219,17 +219,26 @@ def test_attention_pooling_shapes_and_gradients(pooling):
   feature_map = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 5))
   tokens = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 6))
   params = pool.init(jax.random.PRNGKey(2), feature_map, tokens)["params"]
-  assert _shapes(params["queries"]) == (PATHS, C)
+  if pooling == "attention":
+    assert _shapes(params["queries"]) == (PATHS, C)
   q = pool.apply({"params": params}, feature_map, tokens)
   assert q.shape == (2, PATHS, C)
   apply = lambda p, f, t: pool.apply({"params": p}, f, t)
   check_grads(apply, (params, feature_map, tokens), order=1, modes=["rev"],
               eps=1e-2, atol=2e-2, rtol=2e-2)
-  if pooling == "tokens":  # The vectors come from the tokens only.
-    other = pool.apply({"params": params}, feature_map + 1.0, tokens)
+  if pooling == "tokens":
+    # Token m, through one dense layer shared by the paths, is q_m; the map
+    # and the tokens after the first M play no part.
+    kernel, bias = params["to_q"]["kernel"], params["to_q"]["bias"]
+    np.testing.assert_allclose(q, tokens[:, :PATHS] @ kernel + bias,
+                               rtol=1e-5, atol=1e-6)
+    other = pool.apply({"params": params}, feature_map + 1.0,
+                       tokens.at[:, PATHS:].add(1.0))
     np.testing.assert_array_equal(other, q)
     with pytest.raises(ValueError, match="needs the encoder's tokens"):
       pool.apply({"params": params}, feature_map)
+    with pytest.raises(ValueError, match="one token per path"):
+      pool.apply({"params": params}, feature_map, tokens[:, :PATHS - 1])
 
 
 @pytest.mark.parametrize("masking", ["quadrant", "random"])

@@ -36,6 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Model. The map is (image_size / stride)²; stride 1 is the paper's setting.
   config.stride = 4
   config.channels = 256  # C: A and B are C×C
+  # The encoder: "resnet" (encoder_width, encoder_depth) or a Mobile-Former
+  # size ("mobile_former_26m" ... "mobile_former_508m", finola_jax.models.
+  # mobile_former.SIZES) at feature stride encoder_stride (None:
+  # config.stride; the masked task requires that).
+  config.encoder = "resnet"
+  config.encoder_stride = config_dict.placeholder(int)
   config.encoder_width = 16
   config.encoder_depth = 3
   config.decoder_width = 32
@@ -47,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Multi-path FINOLA: M initial vectors, path m unrolled with its own
   # A_m, B_m; the M maps combined by "mean" or "concat" (the decoder then
   # reads M·C channels). pooling makes the vectors from the encoder's last
-  # map: "mean" (then a dense layer) or "attention" (M learned queries).
+  # map: "mean" (then a dense layer) or "attention" (M learned queries), or
+  # "tokens": a Mobile-Former's first M tokens (paths <= its tokens).
   config.paths = 1
   config.pooling = "mean"
   config.combine = "mean"

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 import finola_jax
+from finola_jax.models import encoders
 from finola_jax.models import layers
 
 DECODERS = ("finola", "linear", "dense")
@@ -17,8 +18,10 @@ DECODERS = ("finola", "linear", "dense")
 class Autoencoder(nn.Module):
   """Encodes an image into M vectors ``q ∈ R^C`` and decodes it back.
 
-  ``config.pooling`` makes the M = ``config.paths`` initial vectors from the
-  encoder's last map (:class:`layers.InitialVectors`). ``config.decoder``:
+  ``config.encoder`` names the encoder (:mod:`encoders`); ``config.pooling``
+  makes the M = ``config.paths`` initial vectors from its last map, or from
+  a Mobile-Former's tokens (:class:`layers.InitialVectors`).
+  ``config.decoder``:
     - ``"finola"``: ``finola_jax.unroll`` of each ``q_m`` from the centre of
       an ``(H/s)×(W/s)`` map with its own learned ``A_m``, ``B_m`` (all
       paths in one call, ``finola_jax.unroll_paths``);
@@ -42,8 +45,7 @@ class Autoencoder(nn.Module):
                        f"{DECODERS}.")
     paths, pooling, _ = layers.multipath(config)
     dtype = jnp.dtype(config.precision)
-    self.encoder = layers.ResNetEncoder(config.encoder_width, config.encoder_depth,
-                                        config.channels, dtype=dtype)
+    self.encoder = encoders.create_encoder(config, channels=config.channels)
     self.initial_vectors = layers.InitialVectors(config.channels, paths,
                                                  pooling)
     nn.share_scope(self, self.initial_vectors)

@@ -249,8 +249,9 @@ class InitialVectors(nn.Module):
       dense layer to ``M·C`` (with ``M = 1``, today's ``to_q``);
     - ``"attention"``: M learned queries cross-attend over the positions of
       the feature map (the paper's attention pooling);
-    - ``"tokens"``: the same cross-attention over ``tokens`` ``[B, T, d]``
-      (e.g. Mobile-Former's global tokens) instead of the map.
+    - ``"tokens"``: the first M of the encoder's ``tokens`` ``[B, T, d]``
+      (Mobile-Former's global tokens), each through one shared dense layer
+      ``d → C``: token m is path m's initial vector (``M ≤ T``).
 
   Use it with ``nn.share_scope`` so that its parameters (``to_q``, or
   ``queries`` and ``pool``) sit at the parent's top level, where
@@ -269,16 +270,20 @@ class InitialVectors(nn.Module):
       pooled = jnp.mean(feature_map, axis=(1, 2))
       q = nn.Dense(self.paths * self.channels, name="to_q")(pooled)
       return q.reshape(batch, self.paths, self.channels)
-    if self.pooling == "attention":
-      context = feature_map.reshape(batch, -1, feature_map.shape[-1])
-    elif self.pooling == "tokens":
+    if self.pooling == "tokens":
       if tokens is None:
         raise ValueError("pooling='tokens' needs the encoder's tokens "
                          "[B, T, d]; this encoder returned none.")
-      context = tokens.astype(jnp.float32)
-    else:
+      if self.paths > tokens.shape[1]:
+        raise ValueError(f"pooling='tokens' takes one token per path: "
+                         f"paths={self.paths} > the encoder's "
+                         f"{tokens.shape[1]} tokens.")
+      return nn.Dense(self.channels, name="to_q")(
+          tokens[:, :self.paths].astype(jnp.float32))
+    if self.pooling != "attention":
       raise ValueError(f"Unknown pooling {self.pooling!r}; expected one of "
                        f"{POOLINGS}.")
+    context = feature_map.reshape(batch, -1, feature_map.shape[-1])
     queries = self.param("queries", nn.initializers.normal(1.0),
                          (self.paths, self.channels))
     attention = nn.MultiHeadDotProductAttention(

@@ -15,6 +15,11 @@ With ``config.paths = M > 1`` the encoder's map has ``M·C`` channels, path
 ``C``-channel block (or unrolls its own pooled ``q``) with its own ``A_m``,
 ``B_m``, and ``config.combine`` joins the M completed maps. Probes read the
 whole ``M·C``-channel map.
+
+``config.encoder`` names the encoder (:mod:`encoders`). A Mobile-Former's
+map (at the feature stride ``s``) is projected by a 1×1 layer
+(``block_projection``) to the ``M·C`` channels the extrapolation reads; its
+probes read the encoder's own map and tokens.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import jax.numpy as jnp
 import ml_collections
 
 import finola_jax
+from finola_jax.models import encoders
 from finola_jax.models import layers
+from finola_jax.models import mobile_former
 
 MASKINGS = ("quadrant", "random")
 
@@ -76,10 +83,11 @@ def flip_to_top_left(x, corners):
 class MaskedFinola(nn.Module):
   """Encoder on the visible part → FINOLA completion → pixels.
 
-  The encoder's first ``log2(stride)`` stages downsample, so its map has the
-  feature-map stride ``s``; further stages (``encoder_depth`` in all) keep
-  the resolution. The config keys read are those of
-  ``experiments/configs/pretrain_masked.py``'s model and numerics sections.
+  The ResNet encoder's first ``log2(stride)`` stages downsample, so its map
+  has the feature-map stride ``s``; further stages (``encoder_depth`` in
+  all) keep the resolution. A Mobile-Former runs at output stride ``s``.
+  The config keys read are those of ``experiments/configs/pretrain_masked.py``'s
+  model and numerics sections.
   """
   config: ml_collections.FrozenConfigDict
 
@@ -91,9 +99,11 @@ class MaskedFinola(nn.Module):
     layers.check_autoregression(config.extrapolation)
     dtype = jnp.dtype(config.precision)
     paths = self.paths
-    self.encoder = layers.ResNetEncoder(
-        config.encoder_width, config.encoder_depth, paths * config.channels,
-        downsample=layers.log2(config.stride), dtype=dtype)
+    self.encoder = encoders.create_encoder(
+        config, channels=paths * config.channels,
+        downsample=layers.log2(config.stride))
+    if encoders.is_mobile_former(config):
+      self.block_projection = nn.Dense(paths * config.channels, dtype=dtype)
     self.matrices = layers.FinolaMatrices(config.channels,
                                           config.matrix_init_scale, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
@@ -108,8 +118,23 @@ class MaskedFinola(nn.Module):
     return layers.multipath(self.config)[0]
 
   def features(self, images):
-    """Pooled encoder features ``[B, M·C]`` of whole images (for probing)."""
-    return jnp.mean(self.encoder(images).astype(jnp.float32), axis=(1, 2))
+    """Pooled encoder features of whole images (for probing): the mean of
+    the ResNet's map ``[B, M·C]``, or a Mobile-Former's
+    :func:`mobile_former.classifier_features` ``[B, D + d]``."""
+    feature_map, tokens = layers.split_encoder_output(self.encoder(images))
+    feature_map = feature_map.astype(jnp.float32)
+    if tokens is None:
+      return jnp.mean(feature_map, axis=(1, 2))
+    return mobile_former.classifier_features(feature_map,
+                                             tokens.astype(jnp.float32))
+
+  def encode_map(self, images):
+    """The encoder's map of ``images`` with the ``M·C`` channels FINOLA
+    walks on: ``[B, H/s, W/s, M·C]``."""
+    feature_map, _ = layers.split_encoder_output(self.encoder(images))
+    if encoders.is_mobile_former(self.config):
+      feature_map = self.block_projection(feature_map)
+    return feature_map
 
   def _split_paths(self, x):
     """``[B, ..., M·C]`` → ``[B, M, ..., C]``."""
@@ -176,7 +201,7 @@ class MaskedFinola(nn.Module):
 
     The encoder only ever receives the visible quadrant.
     """
-    block = self.encoder(select(quadrant_views(images), corners))
+    block = self.encode_map(select(quadrant_views(images), corners))
     return self.decode(self._join_paths(self.complete_from_corner(block,
                                                                   corners)))
 
@@ -188,7 +213,7 @@ class MaskedFinola(nn.Module):
       visible: ``[B, H/s, W/s]`` 1 where the ``s×s`` patch is visible.
     """
     pixel_visible = patch_to_pixel_mask(visible, self.config.stride)
-    features = self.encoder(images * pixel_visible).astype(jnp.float32)
+    features = self.encode_map(images * pixel_visible).astype(jnp.float32)
     weights = visible[..., None]
     q = jnp.sum(features * weights, axis=(1, 2)) / jnp.maximum(
         jnp.sum(weights, axis=(1, 2)), 1.0)

@@ -7,7 +7,9 @@ Imports no TensorFlow, clu or tfds (see ``finola_jax.train.step``).
 
 import ml_collections
 
+from finola_jax.models import encoders
 from finola_jax.models import layers
+from finola_jax.models import mobile_former
 from finola_jax.tasks import masked
 from finola_jax.tasks import reconstruction
 from finola_jax.train import run_config
@@ -28,6 +30,7 @@ def create_task(config: ml_collections.ConfigDict) -> step.Task:
   run_config.check_choice(config, "task", TASKS)
   run_config.validate_model(config)
   validate_multipath(config)
+  validate_encoder(config)
   task_class = TASKS[config.task]
   task_class.validate_config(config)
   return task_class(ml_collections.FrozenConfigDict(config))
@@ -47,3 +50,34 @@ def validate_multipath(config: ml_collections.ConfigDict) -> None:
                    f"be one of {layers.POOLINGS}", pooling)
   run_config.check(combine in layers.COMBINES, "combine",
                    f"be one of {layers.COMBINES}", combine)
+
+
+def validate_encoder(config: ml_collections.ConfigDict) -> None:
+  """Checks ``encoder`` and ``encoder_stride`` (absent: the ResNet).
+
+  Raises:
+    ConfigError: naming the key whose value is refused.
+  """
+  name = encoders.encoder_name(config)
+  run_config.check(name in encoders.ENCODERS, "encoder",
+                   f"be one of {encoders.ENCODERS}", name)
+  stride = config.get("encoder_stride",
+                      encoders.ENCODER_DEFAULTS["encoder_stride"])
+  if not encoders.is_mobile_former(config):
+    run_config.check(
+        stride is None, "encoder_stride",
+        "be None with the ResNet encoder (its stride follows encoder_depth, "
+        "or config.stride in the masked task)", stride)
+    return
+  native = mobile_former.native_stride(name)
+  key = "stride" if stride is None else "encoder_stride"
+  stride = encoders.encoder_stride(config)
+  run_config.check(
+      isinstance(stride, int) and not isinstance(stride, bool)
+      and run_config.is_power_of_two(stride) and stride <= native, key,
+      f"be a power of two from 1 to {native}: {name}'s feature stride"
+      + (" (None: config.stride)" if key == "encoder_stride" else
+         " is config.stride unless config.encoder_stride is set"), stride)
+  run_config.check(config.image_size % stride == 0, "image_size",
+                   f"divide by the encoder's feature stride {stride}",
+                   config.image_size)

@@ -46,6 +46,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
+from finola_jax.models import layers
 from finola_jax.train import run_config
 from finola_jax.train import step
 
@@ -70,7 +71,9 @@ class Backbone(NamedTuple):
   """What the detector needs of an encoder.
 
   Attributes:
-    encode: ``(params, float32 [B, S, S, 3]) → [B, S/stride, S/stride, C]``.
+    encode: ``(params, float32 [B, S, S, 3]) → [B, S/stride, S/stride, C]``,
+      or ``→ (that map, tokens)`` (a Mobile-Former: the detector reads the
+      map).
     params: its initial parameters (pre-trained or a random initialization).
     stride: input pixels per feature-map position.
   """
@@ -277,10 +280,15 @@ class DetectionTask(step.Task):
 
   def init_params(self, rng):
     size = self.config.image_size
-    features = jax.eval_shape(self.backbone.encode, self.backbone.params,
+    features = jax.eval_shape(self.feature_map, self.backbone.params,
                               jnp.zeros((1, size, size, 3)))
     head = self.head.init(rng, jnp.zeros(features.shape, jnp.float32))
     return {"backbone": self.backbone.params, "head": head["params"]}
+
+  def feature_map(self, backbone_params, images):
+    """The backbone's map ``[B, n, n, C]`` (without a Mobile-Former's tokens)."""
+    return layers.split_encoder_output(
+        self.backbone.encode(backbone_params, images))[0]
 
   def optimizer(self, config) -> optax.GradientTransformation:
     """The trainer's AdamW for the head; the backbone frozen or slower."""
@@ -297,7 +305,7 @@ class DetectionTask(step.Task):
 
   def predict(self, params, images):
     """``(heatmap logits [B, n, n, K], box regression [B, n, n, 4])``."""
-    features = self.backbone.encode(params["backbone"], images)
+    features = self.feature_map(params["backbone"], images)
     if self.config.freeze_backbone:
       features = jax.lax.stop_gradient(features)
     return self.head.apply({"params": params["head"]}, features)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from finola_jax.models import encoders
 from finola_jax.models import layers
 from finola_jax.models import masked
 from finola_jax.train import run_config
@@ -103,10 +104,16 @@ class MaskedTask(step.Task):
         config.image_size % (2 * config.stride) == 0, "image_size",
         f"divide by 2·config.stride={2 * config.stride}: each quadrant must "
         "map to whole feature positions", config.image_size)
-    run_config.check(
-        1 << config.encoder_depth >= config.stride, "encoder_depth",
-        f"reach config.stride={config.stride}: at least "
-        f"{layers.log2(config.stride)} stages", config.encoder_depth)
+    if encoders.is_mobile_former(config):
+      run_config.check(
+          encoders.encoder_stride(config) == config.stride, "encoder_stride",
+          f"be None or config.stride={config.stride}: the encoder's map is "
+          "the block FINOLA extrapolates", config.get("encoder_stride"))
+    else:
+      run_config.check(
+          1 << config.encoder_depth >= config.stride, "encoder_depth",
+          f"reach config.stride={config.stride}: at least "
+          f"{layers.log2(config.stride)} stages", config.encoder_depth)
     if config.masking == "random":  # Quadrant masking does not read it.
       visible_patch_count(config.image_size // config.stride, config.mask_ratio)
     if config.norm_pix_loss:
@@ -204,6 +211,7 @@ class MaskedTask(step.Task):
     return layers.matrix_metrics(params)
 
   def features(self, params, images):
-    """Pooled encoder features ``[B, C]`` of whole images (for probing)."""
+    """Pooled encoder features of whole images (for probing; see
+    ``MaskedFinola.features``)."""
     return self.model.apply({"params": params}, images,
                             method=masked.MaskedFinola.features)

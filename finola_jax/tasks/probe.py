@@ -25,8 +25,13 @@ the batch at a step is a function of ``(seed, step)``. Frozen protocols run
 the encoder once over each split and train on the stored readouts.
 
 An encoder is a pure function ``encode(params, images) → feature map``
-(float32 ``[B, S, S, 3]`` → ``[B, h, w, C]``) and its parameters; a random
-initialization of the same architecture is the control. Examples are stored
+(float32 ``[B, S, S, 3]`` → ``[B, h, w, C]``), or ``→ (feature map,
+tokens [B, T, d])`` for an encoder with global tokens (Mobile-Former), and
+its parameters; a random initialization of the same architecture is the
+control. With tokens, the linear readout (and fine-tuning's) is what
+Mobile-Former's classifier reads: ``hard_swish`` of the pooled map, then
+the first token (``grid=1``: ``mobile_former.classifier_features``);
+``"tran1"`` reads the map's positions only (its tokens have another width). Examples are stored
 arrays ``[N, ...]`` (e.g. uint8 greyscale) that ``prepare`` turns into a
 batch of float images, so a large split need not be held as float RGB.
 """
@@ -42,6 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from finola_jax.models import layers
+from finola_jax.models import mobile_former
 
 PROTOCOLS = ("linear", "tran1", "finetune")
 
@@ -69,7 +77,8 @@ def pixels(params: Params, images: jax.Array) -> jax.Array:
 
 
 def masked_finola_encoder(model: nn.Module) -> Encode:
-  """``encode`` for the encoder of a ``finola_jax.models.masked.MaskedFinola``.
+  """``encode`` for the encoder of a ``finola_jax.models.masked.MaskedFinola``:
+  its map, or ``(map, tokens)`` for a Mobile-Former.
 
   Its parameters are ``params["encoder"]`` of a pre-training checkpoint, or
   of ``model.init`` (the random-init control).
@@ -90,14 +99,26 @@ def pool_grid(feature_map: jax.Array, grid: int) -> jax.Array:
                              channels).mean(axis=(2, 4))
 
 
-def linear_readout(feature_map: jax.Array, grid: int) -> jax.Array:
-  """``[B, h, w, C] → [B, grid²·C]``: what the linear classifier reads."""
+def linear_readout(encoded, grid: int) -> jax.Array:
+  """What the linear classifier reads.
+
+  A map ``[B, h, w, C] → [B, grid²·C]``; ``(map, tokens [B, T, d]) →
+  [B, grid²·C + d]``: ``hard_swish`` of the pooled map, then the first token
+  (Mobile-Former's classifier features at ``grid=1``).
+  """
+  feature_map, tokens = layers.split_encoder_output(encoded)
   pooled = pool_grid(feature_map.astype(jnp.float32), grid)
-  return pooled.reshape(pooled.shape[0], -1)
+  flat = pooled.reshape(pooled.shape[0], -1)
+  if tokens is None:
+    return flat
+  return jnp.concatenate([mobile_former.hard_swish(flat),
+                          tokens[:, 0].astype(jnp.float32)], axis=-1)
 
 
-def token_readout(feature_map: jax.Array, grid: int) -> jax.Array:
-  """``[B, h, w, C] → [B, grid², C]``: the tokens of the transformer block."""
+def token_readout(encoded, grid: int) -> jax.Array:
+  """``[B, h, w, C] → [B, grid², C]``: the tokens of the transformer block
+  (the positions of the map; an encoder's own tokens are left out)."""
+  feature_map, _ = layers.split_encoder_output(encoded)
   pooled = pool_grid(feature_map.astype(jnp.float32), grid)
   return pooled.reshape(pooled.shape[0], grid * grid, pooled.shape[-1])
 
@@ -323,7 +344,8 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
   """Trains a probe of ``config.protocol`` on the training examples; scores it.
 
   Args:
-    encode: ``(params, float32 [B, S, S, 3]) → [B, h, w, C]``.
+    encode: ``(params, float32 [B, S, S, 3]) → [B, h, w, C]`` or
+      ``([B, h, w, C], tokens [B, T, d])``.
     encoder_params: its parameters (pre-trained, or a random initialization).
     train_inputs: stored training examples ``[N, ...]`` (see ``prepare``).
     train_labels: int ``[N]`` in ``[0, num_classes)``.

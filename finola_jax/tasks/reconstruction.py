@@ -14,6 +14,7 @@ import ml_collections
 
 import finola_jax
 from finola_jax.models import autoencoder
+from finola_jax.models import encoders
 from finola_jax.models import layers
 from finola_jax.train import run_config
 from finola_jax.train import step
@@ -81,10 +82,17 @@ class ReconstructionTask(step.Task):
   @staticmethod
   def validate_config(config: ml_collections.ConfigDict) -> None:
     run_config.check_choice(config, "decoder", autoencoder.DECODERS)
-    run_config.check(
-        layers.multipath(config)[1] != "tokens", "pooling",
-        "name a pooling of the encoder's map: the ResNet encoder returns no "
-        "tokens for 'tokens'", "tokens")
+    paths, pooling, _ = layers.multipath(config)
+    if pooling == "tokens":
+      tokens = encoders.num_tokens(config)
+      run_config.check(
+          tokens is not None, "pooling",
+          "name a pooling of the encoder's map: the ResNet encoder returns no "
+          "tokens for 'tokens'", pooling)
+      run_config.check(
+          paths <= tokens, "paths",
+          f"be at most the {tokens} tokens of {encoders.encoder_name(config)} "
+          "with pooling='tokens' (token m is path m's initial vector)", paths)
 
   def init_params(self, rng):
     size = self.config.image_size
