@@ -459,6 +459,15 @@ def breakdown_markdown(results: Sequence[Dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
+def _report(text: str) -> None:
+  """Prints the report and writes it to ``--output`` when given."""
+  print()
+  print(text)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "w") as f:
+      f.write(text + "\n")
+
+
 def main(argv):
   del argv
   if _PEER_SCRIPT.value and not os.path.isfile(_PEER_SCRIPT.value):
@@ -490,11 +499,7 @@ def main(argv):
                 f"{rows[-1]['ratio']:.2f}", flush=True)
     text = "\n".join(["\n".join("    " + h for h in header), "",
                       memory_markdown(rows)])
-    print()
-    print(text)
-    if _OUTPUT.value:
-      with open(_OUTPUT.value, "w") as f:
-        f.write(text + "\n")
+    _report(text)
     return
 
   if _PATHS.value:
@@ -508,11 +513,7 @@ def main(argv):
           print(f"N={n} C={c} H=W={hw}: done", flush=True)
     text = "\n".join(["\n".join("    " + h for h in header), "",
                       paths_markdown(rows, _BACKWARD.value)])
-    print()
-    print(text)
-    if _OUTPUT.value:
-      with open(_OUTPUT.value, "w") as f:
-        f.write(text + "\n")
+    _report(text)
     return
 
   results = []
@@ -557,11 +558,7 @@ def main(argv):
   if hasattr(os, "getloadavg"):
     report.append("\nload average at end: %.2f %.2f %.2f" % os.getloadavg())
   text = "\n".join(report)
-  print()
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
-      f.write(text + "\n")
+  _report(text)
 
 
 if __name__ == "__main__":
