@@ -22,8 +22,8 @@ def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
                ) -> ml_collections.ConfigDict:
   """``config`` at stride 1 with ``image_size=size``, C and the decoder.
 
-  With ``reference_side``, A and B start and learn ``reference_side / size``
-  × as large; with ``reference_channels``, they learn
+  With ``reference_side``, A and B start (random part and damping) and learn
+  ``reference_side / size`` × as large; with ``reference_channels``, they learn
   ``reference_channels / C`` × as fast (see sweep_unroll's flags).
   """
   config = config.copy_and_resolve_references()
@@ -31,6 +31,7 @@ def row_config(config: ml_collections.ConfigDict, decoder: str, size: int,
   config.image_size, config.channels = size, channels
   if reference_side is not None:
     config.matrix_init_scale *= reference_side / size
+    config.matrix_init_damping *= reference_side / size
     config.matrix_learning_rate_scale *= reference_side / size
   if reference_channels is not None:
     config.matrix_learning_rate_scale *= reference_channels / channels

@@ -20,7 +20,9 @@ skipped when absent) and reports beside PSNR/SSIM:
 * max |z| of the feature maps of the validation images at initialization
   and after training: an exploding or vanishing linear unroll shows here;
 * whether training stayed finite (a non-finite step stops the row: its
-  scores are NaN, its max |z| at the end that of its last finite checkpoint).
+  scores are NaN, its max |z| at the end that of its last finite checkpoint);
+* in sweep.json, the spectral norms of A and B and the largest eigenvalues
+  of their symmetric parts after training (``*_end``).
 
 Writes ROOT/sweep.json (after every row), ROOT/sweep.md (the table) and
 ROOT/sweep.png (PSNR against map side, one line per decoder, one panel per
@@ -58,6 +60,7 @@ from experiments import reconstruct
 from experiments import sweep_rows
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
+from finola_jax.models import layers
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
 from finola_jax.tasks import reconstruction
@@ -160,6 +163,8 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
     max_abs_z_end = sweep_rows.max_abs_map(config, params, validation_images)
   except FileNotFoundError:  # Stopped before its first checkpoint.
     step, params, max_abs_z_end = 0, initial, math.nan
+  matrices_end = {f"{name}_end": float(value)
+                  for name, value in layers.matrix_metrics(params).items()}
   return dict(
       decoder=config.decoder, channels=config.channels,
       map_size=config.image_size, steps=config.steps, checkpoint_step=step,
@@ -172,7 +177,8 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
       max_abs_z_init=sweep_rows.max_abs_map(config, initial,
                                             validation_images),
       max_abs_z_end=max_abs_z_end,
-      wall_s=round(time.time() - start, 1), **parameter_counts(params))
+      wall_s=round(time.time() - start, 1), **matrices_end,
+      **parameter_counts(params))
 
 
 def sweep(config: ml_collections.ConfigDict, root: str, *,

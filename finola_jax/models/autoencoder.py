@@ -53,8 +53,7 @@ class Autoencoder(nn.Module):
       size = self.map_size
       self.to_map = nn.Dense(size * size * config.channels, name="to_map")
     else:
-      self.matrices = layers.FinolaMatrices(config.channels,
-                                            config.matrix_init_scale, paths)
+      self.matrices = layers.finola_matrices(config, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
                                       dtype=dtype)
 

@@ -200,22 +200,39 @@ _decode_chunks.defvjp(_decode_chunks_forward, _decode_chunks_backward)
 class FinolaMatrices(nn.Module):
   """The shared ``C×C`` matrices ``A`` and ``B``, one pair per path.
 
-  Initialized ``N(0, init_scale² / C)`` so that one step ``A ẑ`` of a
-  normalized ``ẑ`` changes each channel by about ``init_scale``. One path
-  gives ``[C, C]`` matrices (the parameters of single-path checkpoints);
-  ``paths = M > 1`` gives ``[M, C, C]`` stacks.
+  Initialized ``N(0, init_scale² / C) − init_damping · I`` so that one step
+  ``A ẑ`` of a normalized ``ẑ`` changes each channel by about
+  ``init_scale``. A positive ``init_damping`` starts the symmetric part of
+  A and B negative: each FINOLA step then shrinks the centred part of z by
+  about ``init_damping`` per channel, so |z| settles instead of growing with
+  the distance walked (docs/FINOLA.md). One path gives ``[C, C]`` matrices
+  (the parameters of single-path checkpoints); ``paths = M > 1`` gives
+  ``[M, C, C]`` stacks.
   """
   channels: int
   init_scale: float = 0.1
   paths: int = 1
+  init_damping: float = 0.0
 
   @nn.compact
   def __call__(self):
-    init = nn.initializers.normal(self.init_scale / math.sqrt(self.channels))
+    normal = nn.initializers.normal(self.init_scale / math.sqrt(self.channels))
+
+    def init(key, shape, dtype=jnp.float32):
+      return (normal(key, shape, dtype)
+              - self.init_damping * jnp.eye(self.channels, dtype=dtype))
+
     shape = (self.channels, self.channels)
     if self.paths > 1:
       shape = (self.paths,) + shape
     return self.param("A", init, shape), self.param("B", init, shape)
+
+
+def finola_matrices(config, paths: int) -> FinolaMatrices:
+  """The model's :class:`FinolaMatrices` from its config
+  (``matrix_init_damping`` is 0 in configs saved before it existed)."""
+  return FinolaMatrices(config.channels, config.matrix_init_scale, paths,
+                        config.get("matrix_init_damping", 0.0))
 
 
 def matrix_metrics(params) -> dict:

@@ -104,8 +104,7 @@ class MaskedFinola(nn.Module):
         downsample=layers.log2(config.stride))
     if encoders.is_mobile_former(config):
       self.block_projection = nn.Dense(paths * config.channels, dtype=dtype)
-    self.matrices = layers.FinolaMatrices(config.channels,
-                                          config.matrix_init_scale, paths)
+    self.matrices = layers.finola_matrices(config, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
                                       dtype=dtype)
 

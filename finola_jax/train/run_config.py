@@ -70,6 +70,8 @@ def validate_model(config: ml_collections.ConfigDict) -> None:
         config.decoder_width)
   check(config.matrix_init_scale > 0, "matrix_init_scale", "be > 0",
         config.matrix_init_scale)
+  check(config.get("matrix_init_damping", 0.0) >= 0, "matrix_init_damping",
+        "be >= 0", config.get("matrix_init_damping"))
   check(config.decoder_chunk >= 0, "decoder_chunk", "be >= 0 (0: no chunks)",
         config.decoder_chunk)
   check_choice(config, "path", PATHS)

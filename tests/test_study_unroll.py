@@ -1,0 +1,78 @@
+"""Tests of experiments/study_unroll.py and the damped initialization of A, B."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import study_unroll
+from finola_jax.models import layers
+from finola_jax.train import run_config
+from tests import helpers
+
+
+def test_study_trains_baseline_each_arm_and_reference(tmp_path):
+  root = tmp_path / "study"
+  stdout = helpers.run_program(study_unroll, [
+      f"--root={root}", "--arms=matrix_init_damping=0.05,paths=2",
+      "--reference_decoders=linear", f"--eval_dir={tmp_path / 'absent'}",
+      *helpers.override_flags(image_size=4, channels=8, steps=2,
+                              checkpoint_every=2, eval_every=2)])
+  result = json.loads((root / "study.json").read_text())
+  names = [row["name"] for row in result["rows"]]
+  assert names == ["baseline", "matrix_init_damping=0.05", "paths=2",
+                   "decoder=linear"]
+  for row in result["rows"]:
+    assert row["finite"] and row["checkpoint_step"] == 2, row
+    for key in ("val_psnr", "pca_val_psnr", "max_abs_z_end",
+                "A_symmetric_max_eig_end"):
+      assert math.isfinite(row[key]), (key, row)
+  assert result["rows"][3]["decoder"] == "linear"
+  table = (root / "study.md").read_text()
+  assert table in stdout and "| paths=2 |" in table and "| mean colour |" in table
+  assert (root / "study.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("arm, message", [
+    ("paths", "not KEY=VALUE"), ("no_such_key=1", "config.no_such_key"),
+    ("pooling=nowhere", "row pooling=nowhere")])
+def test_bad_arms_are_refused_before_training(tmp_path, arm, message):
+  with pytest.raises(run_config.ConfigError, match=message):
+    study_unroll.rows(helpers.tiny_config(), [arm], [])
+
+
+def test_arm_values_take_the_type_of_the_key():
+  config = helpers.tiny_config()
+  assert study_unroll.parse_arm("matrix_init_damping=1", config) == (
+      "matrix_init_damping", 1.0)
+  assert study_unroll.parse_arm("paths=4", config) == ("paths", 4)
+  assert study_unroll.parse_arm("pooling=attention", config) == (
+      "pooling", "attention")
+
+
+def test_damping_starts_the_symmetric_parts_negative():
+  channels, damping = 64, 0.3
+  module = layers.FinolaMatrices(channels, init_scale=0.01, paths=2,
+                                 init_damping=damping)
+  A, B = module.apply(module.init(jax.random.PRNGKey(0)))
+  for matrix in (A, B):
+    symmetric = 0.5 * (matrix + jnp.swapaxes(matrix, -1, -2))
+    eigenvalues = np.linalg.eigvalsh(np.asarray(symmetric))
+    # −damping, moved by the random part's ±2·scale/√C·√C at most.
+    np.testing.assert_allclose(eigenvalues, -damping, atol=0.03)
+  undamped = layers.FinolaMatrices(channels, init_scale=0.01, paths=2)
+  A0, _ = undamped.apply(undamped.init(jax.random.PRNGKey(0)))
+  np.testing.assert_allclose(A - A0, -damping * np.eye(channels)[None]
+                             * np.ones((2, 1, 1)), atol=1e-6)
+
+
+def test_configs_saved_before_damping_existed_build_undamped():
+  config = helpers.tiny_config()
+  del config["matrix_init_damping"]
+  assert layers.finola_matrices(config, paths=1).init_damping == 0.0
+  config = helpers.tiny_config(matrix_init_damping=-0.1)
+  with pytest.raises(run_config.ConfigError, match="matrix_init_damping"):
+    run_config.validate_model(config)
