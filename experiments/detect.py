@@ -6,8 +6,10 @@ Builds the encoder of --pretrained_workdir (a pretrain_masked workdir: its
 config.json gives the architecture, its newest checkpoint the weights; with
 config.random_init, random weights of the same architecture: the control),
 trains the head of `finola_jax.tasks.detection` on a COCO-format dataset
-(config.dataset="coco:DIR": `sources.CocoSource`, with config.train_split
-and config.eval_split) with the one trainer
+(config.dataset="coco:DIR": `sources.CocoSource`, COCO's layout; or a
+prepared TFDS detection set, config.dataset="coco/2017" with
+config.data_dir: `sources.TfdsDetectionSplit`; config.train_split and
+config.eval_split name other splits) with the one trainer
 (checkpoints, resume, NaN guard), then scores the final checkpoint on the
 evaluation split with pycocotools' COCOeval: AP, AP50, AP75, APs, APm, APl
 to WORKDIR/detection.json and TensorBoard, and a labelled PNG of true
@@ -20,6 +22,13 @@ against predicted boxes to WORKDIR/images/. The benchmark
     --config=experiments/configs/detect_fashion_mnist.py \
     --config.dataset=coco:/tmp/fashion_det --pretrained_workdir=/tmp/fmnist_masked
   ... --config.random_init=True          # the random-init control
+
+COCO 2017 as TFDS prepared it (`tfds build coco/2017 --data_dir=$TFDS_DIR`
+on a machine that can download it; nothing is downloaded here):
+
+  python3 -m experiments.detect --workdir=/tmp/det_coco \
+    --config.dataset=coco/2017 --config.data_dir=$TFDS_DIR \
+    --pretrained_workdir=/tmp/masked
 
 --eval_only scores the newest checkpoint of WORKDIR again (its config.json
 holds the encoder's architecture: no --pretrained_workdir needed).
@@ -79,7 +88,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the detection keys (the dataset is checked by `load_splits`)."""
   run_config.check_choice(config, "task", ["detection"])
   run_config.check(bool(config.dataset), "dataset",
-                   "be set ('coco:DIR', COCO's layout)", config.dataset)
+                   "be set ('coco:DIR', COCO's layout, or a prepared TFDS "
+                   "detection set such as 'coco/2017')", config.dataset)
   run_config.check(config.max_eval_examples is None or
                    config.max_eval_examples >= 1, "max_eval_examples",
                    "be None or >= 1", config.max_eval_examples)
@@ -88,7 +98,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def load_splits(config: ml_collections.ConfigDict
-                ) -> tuple[coco.DetectionSplit, coco.DetectionSplit]:
+                ) -> tuple[coco.DetectionData, coco.DetectionData]:
   """(training, evaluation) splits of ``config.dataset``, with boxes.
 
   Its source (``sources.from_name``) is checked first, so a dataset without
@@ -182,7 +192,7 @@ def predictions(task: detection.DetectionTask, params, evaluation,
 
 
 def coco_results(detections: Dict[str, np.ndarray],
-                 split: coco.CocoSplit, image_size: int) -> list:
+                 split: coco.DetectionData) -> list:
   """COCO's result list: boxes back in each image's own pixels."""
   results = []
   for row, boxes, scores, classes in zip(detections["index"],
@@ -190,7 +200,7 @@ def coco_results(detections: Dict[str, np.ndarray],
                                          detections["scores"],
                                          detections["classes"]):
     height, width = split.sizes[row]
-    scale = coco.letterbox_scale(height, width, image_size)
+    scale = coco.letterbox_scale(height, width, split.image_size)
     for (x0, y0, x1, y1), score, label in zip(boxes / scale, scores, classes):
       if score > 0 and x1 > x0 and y1 > y0:  # 0: not a local maximum.
         results.append({"image_id": int(split.image_ids[row]),
@@ -201,22 +211,18 @@ def coco_results(detections: Dict[str, np.ndarray],
   return results
 
 
-def coco_metrics(annotation_file: str, results: list,
+def coco_metrics(ground_truth: Dict[str, Any], results: list,
                  image_ids) -> Dict[str, Any]:
-  """COCOeval's box AP on ``image_ids``: `METRICS` (None where undefined:
-  no true box of that size)."""
+  """COCOeval's box AP on ``image_ids`` against ``ground_truth`` (a
+  COCO-format dict, `coco.DetectionData.ground_truth`): `METRICS` (None
+  where undefined: no true box of that size)."""
   from pycocotools import coco as pycoco  # pylint: disable=g-import-not-at-top
   from pycocotools import cocoeval  # pylint: disable=g-import-not-at-top
-  with open(annotation_file) as f:
-    dataset = json.load(f)
-  for annotation in dataset["annotations"]:  # COCOeval reads both.
-    annotation.setdefault("area", annotation["bbox"][2] * annotation["bbox"][3])
-    annotation.setdefault("iscrowd", 0)
   if not results:
     return {key: 0.0 for key in METRICS}
   with contextlib.redirect_stdout(io.StringIO()):
     truth = pycoco.COCO()
-    truth.dataset = dataset
+    truth.dataset = ground_truth
     truth.createIndex()
     evaluator = cocoeval.COCOeval(truth, truth.loadRes(results), "bbox")
     evaluator.params.imgIds = sorted(int(i) for i in image_ids)
@@ -260,18 +266,17 @@ def labelled_picture(batch, detections, names, count: int) -> np.ndarray:
 
 
 def evaluate_coco(task: detection.DetectionTask, config, workdir: str,
-                  evaluation: coco.DetectionSplit) -> Dict[str, Any]:
+                  evaluation: coco.DetectionData) -> Dict[str, Any]:
   """Scores the newest checkpoint; writes detection.json, TensorBoard, PNG."""
   step, params = checkpointing.restore_latest_params(
       workdir, step_lib.abstract_train_state(task, config))
   layout = input_pipeline.batch_layout(config.batch_size)
   detections, first = predictions(task, params, evaluation, layout)
-  split = evaluation.split
-  metrics = coco_metrics(split.annotation_file,
-                         coco_results(detections, split, config.image_size),
-                         split.image_ids[detections["index"]])
+  metrics = coco_metrics(evaluation.ground_truth(),
+                         coco_results(detections, evaluation),
+                         evaluation.image_ids[detections["index"]])
   result = dict(metrics, step=step, num_images=len(detections["index"]),
-                eval_split=config.eval_split, dataset=config.dataset,
+                eval_split=evaluation.name, dataset=config.dataset,
                 backbone=("random_init" if config.random_init else
                           config.pretrained_workdir),
                 freeze_backbone=config.freeze_backbone)
@@ -282,7 +287,7 @@ def evaluate_coco(task: detection.DetectionTask, config, workdir: str,
     writer.write_scalars(step, {f"coco/{k}": v for k, v in metrics.items()
                                 if v is not None})
     first_rows = {k: v[:np.sum(first["mask"] > 0)] for k, v in detections.items()}
-    picture = labelled_picture(first, first_rows, split.category_names,
+    picture = labelled_picture(first, first_rows, evaluation.category_names,
                                config.num_images)
     writer.write_images(step, {"detections": picture[None]})
     writer.flush()
@@ -315,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config = with_backbone(config, workdir, pretrained_workdir)
   validate_config(config)
   train, evaluation = load_splits(config)
-  task = create_task(config, train.split.num_classes, weights=not eval_only)
+  task = create_task(config, train.num_classes, weights=not eval_only)
   if not eval_only:
     layout = input_pipeline.batch_layout(config.batch_size)
     trainer.train_and_evaluate(

@@ -180,6 +180,21 @@ def write_labeled_folder(directory: str, per_class: int = 5) -> str:
 # --------------------------------------------------------------------- TFDS ---
 
 
+def _write_mock_metadata(name: str, splits: Sequence[str], num_examples: int,
+                         data_dir: str) -> None:
+  """TFDS metadata of ``name`` with ``splits`` of ``num_examples`` each, so
+  that a mock knows the splits (and the dataset counts as prepared)."""
+  import tensorflow_datasets as tfds
+  builder = tfds.builder(name, data_dir=data_dir)
+  if os.path.isdir(builder.data_dir):
+    return
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=split, shard_lengths=[num_examples],
+                          num_bytes=0) for split in splits]))
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)
+
+
 @contextlib.contextmanager
 def mock_tfds(data_dir: str) -> Iterator[str]:
   """TFDS yields ``NUM_MOCK_EXAMPLES`` random examples for any split of
@@ -190,17 +205,84 @@ def mock_tfds(data_dir: str) -> Iterator[str]:
   """
   import tensorflow_datasets as tfds
   for name, validation in MOCK_DATASETS.items():
-    builder = tfds.builder(name, data_dir=data_dir)
-    if os.path.isdir(builder.data_dir):
-      continue
-    builder.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=split, shard_lengths=[NUM_MOCK_EXAMPLES],
-                            num_bytes=0) for split in ("train", validation)]))
-    os.makedirs(builder.data_dir)
-    builder.info.write_to_directory(builder.data_dir)
+    _write_mock_metadata(name, ("train", validation), NUM_MOCK_EXAMPLES,
+                         data_dir)
   with tfds.testing.mock_data(num_examples=NUM_MOCK_EXAMPLES,
                               policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=data_dir):
+    yield data_dir
+
+
+# COCO as TFDS prepares it, mocked: its splits and examples per split.
+MOCK_COCO = "coco/2017"
+MOCK_COCO_SPLITS = ("train", "validation")
+NUM_MOCK_COCO_EXAMPLES = 5
+
+
+def mock_coco_examples(split: str) -> List[Dict[str, Any]]:
+  """The mocked ``coco/2017`` examples of ``split``, as TFDS encodes them.
+
+  Images of varied sizes with 0 to 3 objects: valid normalized boxes
+  ``[ymin, xmin, ymax, xmax]``, labels in [0, 80), a crowd object in
+  example 1 and none in example 2. Different per split (and image ids do
+  not repeat across splits).
+  """
+  import tensorflow_datasets as tfds
+  first = MOCK_COCO_SPLITS.index(split)
+  rng = np.random.default_rng(first)
+  examples = []
+  for i in range(NUM_MOCK_COCO_EXAMPLES):
+    height, width = rng.integers(12, 40, 2)
+    count = 0 if i == 2 else 1 + i % 3
+    corners = np.sort(rng.uniform(0, 1, (count, 2, 2)), axis=1)
+    # At least a pixel wide and high: COCO's boxes have positive sizes.
+    corners[:, 1] = np.maximum(corners[:, 1], corners[:, 0] + 1.5 / np.array(
+        [height, width]))
+    corners = np.minimum(corners, 1.0)
+    objects = [{"id": 1000 * (first + 1) + 10 * i + k,
+                "area": int(rng.integers(1, height * width)),
+                "bbox": tfds.features.BBox(*(float(v) for v in (
+                    c[0, 0], c[0, 1], c[1, 0], c[1, 1]))),
+                "label": int(rng.integers(0, 80)),
+                "is_crowd": i == 1 and k == 0}
+               for k, c in enumerate(corners)]
+    examples.append({
+        "image": rng.integers(0, 256, (height, width, 3)).astype(np.uint8),
+        "image/filename": f"{split}{i}.jpg",
+        "image/id": 100 * (first + 1) + i,
+        "objects": objects})
+  return examples
+
+
+@contextlib.contextmanager
+def mock_tfds_coco(data_dir: str) -> Iterator[str]:
+  """TFDS serves ``mock_coco_examples`` as ``coco/2017``, read from
+  ``data_dir`` (slicing is ignored).
+
+  `tfds.testing.mock_data`'s random examples are no detection set: the
+  fields of one object sequence get different lengths and box corners are
+  unordered, so its ``as_dataset_fn`` serves these instead, encoded and
+  decoded by the dataset's own features (decoders such as SkipDecoding
+  apply).
+  """
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  _write_mock_metadata(MOCK_COCO, MOCK_COCO_SPLITS, NUM_MOCK_COCO_EXAMPLES,
+                       data_dir)
+
+  def as_dataset(builder, split, decoders=None, read_config=None,
+                 shuffle_files=False):
+    del read_config, shuffle_files  # One file: nothing to shuffle.
+    # `split` is a name, a slice or a process's share (slicing is ignored).
+    name = next(s for s in MOCK_COCO_SPLITS if s in str(split))
+    features = builder.info.features
+    serialized = [features.serialize_example(example)
+                  for example in mock_coco_examples(name)]
+    return tf.data.Dataset.from_tensor_slices(serialized).map(
+        functools.partial(features.deserialize_example, decoders=decoders))
+
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_FILES,
+                              data_dir=data_dir, as_dataset_fn=as_dataset):
     yield data_dir
 
 

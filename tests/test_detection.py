@@ -82,14 +82,14 @@ def test_decoding_perfect_outputs_gives_the_boxes():
 def test_coco_ap_of_perfect_and_shifted_predictions(tmp_path):
   directory = test_coco.write_dataset(tmp_path, test_coco.fixture())
   split = coco.load_split(directory, "train2017")
+  truth = coco.read_ground_truth(split.annotation_file)
 
   def results(shift):
     return [{"image_id": 7, "category_id": split.category_ids[label],
              "bbox": [x0 + shift, y0, x1 - x0, y1 - y0], "score": 0.9}
             for (x0, y0, x1, y1), label in zip(split.boxes[0], split.labels[0])]
 
-  perfect = detect.coco_metrics(split.annotation_file, results(0.0),
-                                split.image_ids)
+  perfect = detect.coco_metrics(truth, results(0.0), split.image_ids)
   assert perfect["AP"] == pytest.approx(1.0)
   assert perfect["AP50"] == pytest.approx(1.0)
   # The detector's boxes are in letterboxed input pixels (the 20×10 image
@@ -98,13 +98,12 @@ def test_coco_ap_of_perfect_and_shifted_predictions(tmp_path):
   detections = {"index": np.array([0]), "boxes": boxes[None],
                 "scores": np.array([[0.9, 0.8]]),
                 "classes": split.labels[0][None]}
-  mapped = detect.coco_results(detections, split, image_size=40)
+  mapped = detect.coco_results(
+      detections, coco.DetectionSplit.create(split, image_size=40, max_boxes=2))
   np.testing.assert_allclose([r["bbox"] for r in mapped],
                              [r["bbox"] for r in results(0.0)])
-  assert detect.coco_metrics(split.annotation_file, mapped,
-                             [7])["AP"] == pytest.approx(1.0)
-  shifted = detect.coco_metrics(split.annotation_file, results(2.0),
-                                split.image_ids)
+  assert detect.coco_metrics(truth, mapped, [7])["AP"] == pytest.approx(1.0)
+  shifted = detect.coco_metrics(truth, results(2.0), split.image_ids)
   assert shifted["AP"] < 0.9
   assert set(perfect) == set(detect.METRICS)
 

@@ -10,6 +10,9 @@ accelerator:
   python3 -m experiments.detect --workdir=$HOME/runs/detect_coco \
     --config.dataset=coco:$COCO_DIR --pretrained_workdir=$HOME/runs/masked
 
+or COCO 2017 as TFDS prepared it under $TFDS_DATA_DIR:
+``--config.dataset=coco/2017 --config.data_dir=$TFDS_DATA_DIR``.
+
 The encoder's architecture and stride come from the pre-training's
 config.json (recorded here as config.backbone); its weights from the
 pre-training's newest checkpoint, or a random initialization
@@ -25,10 +28,13 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.task = "detection"
 
-  # Data: "coco:DIR" with the split names below.
+  # Data: "coco:DIR" (COCO's layout) or a prepared TFDS detection set
+  # ("coco/2017", read from data_dir). Splits: None is the dataset's own,
+  # train2017/val2017 for "coco:DIR", train/validation for TFDS.
   config.dataset = config_dict.placeholder(str)
-  config.train_split = "train2017"
-  config.eval_split = "val2017"
+  config.data_dir = config_dict.placeholder(str)  # tfds data_dir
+  config.train_split = config_dict.placeholder(str)
+  config.eval_split = config_dict.placeholder(str)
   config.image_size = 512  # longer side scaled to it, padded to a square
   config.max_boxes = 100  # boxes per image, padded (COCO's most is 93)
   config.max_eval_examples = config_dict.placeholder(int)  # None: all

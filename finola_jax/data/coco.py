@@ -14,14 +14,18 @@ image without boxes is valid.
 `load_split` reads and checks one split; `DetectionSplit` turns it into
 batches for ``jax.pmap``. Programs reach them through the dataset name
 ``"coco:DIR"`` (`finola_jax.data.sources.CocoSource`), which turns
-`CocoFormatError` into the pipelines' `DatasetError`:
+`CocoFormatError` into the pipelines' `DatasetError`. `DetectionData` is
+what a detector needs of a split whatever its kind (`DetectionSplit` here,
+TFDS's ``coco/2017`` in `finola_jax.data.sources`); every kind builds its
+examples with `detection_example`:
 
 * images float32 ``[local_devices, per_device, S, S, 3]`` in [0, 1]: each
   image scaled (bilinear) so that its longer side is S and padded with
   black at the bottom and right (``letterbox``), so boxes keep their shape;
 * ``boxes`` float32 ``[..., max_boxes, 4]`` as ``(x0, y0, x1, y1)`` in
   pixels of the S×S input, ``labels`` int32 ``[..., max_boxes]`` (the
-  category's position in ``categories``, sorted by id), ``box_mask``
+  category's position in ``categories`` sorted by id: COCO's 80 categories
+  become 0..79, as TFDS labels them), ``box_mask``
   float32 ``[..., max_boxes]`` (1 on real boxes, 0 on padding), and
   ``image_id`` int32 ``[...]`` (COCO's id).
 
@@ -35,6 +39,7 @@ split of any size streams.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import os
@@ -72,6 +77,7 @@ class CocoSplit:
   """One checked split, in the order of its ``images`` list.
 
   Attributes:
+    name: the split's name (``val2017``).
     annotation_file: the JSON file it was read from (COCOeval's ground truth).
     image_ids: int64 ``[N]`` COCO ids.
     paths: ``N`` image files.
@@ -80,6 +86,7 @@ class CocoSplit:
     labels: ``N`` int32 ``[k_i]``: positions in ``category_ids``.
     category_ids: sorted COCO category ids; ``category_names`` theirs.
   """
+  name: str
   annotation_file: str
   image_ids: np.ndarray
   paths: tuple[str, ...]
@@ -190,6 +197,7 @@ def load_split(directory: str, split: str) -> CocoSplit:
     labels[row].append(label_of[category_id])
 
   return CocoSplit(
+      name=split,
       annotation_file=path,
       image_ids=np.array([int(i["id"]) for i in images], np.int64),
       paths=tuple(os.path.join(image_dir, i["file_name"]) for i in images),
@@ -226,9 +234,172 @@ def read_rgb(path: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def read_ground_truth(annotation_file: str) -> dict[str, Any]:
+  """A COCO annotation file as COCOeval's ground truth (all of it: crowd
+  boxes too, which COCOeval ignores). Boxes without ``area`` get their box's
+  area and those without ``iscrowd`` 0: COCOeval reads both."""
+  with open(annotation_file) as f:
+    dataset = json.load(f)
+  for annotation in dataset["annotations"]:
+    annotation.setdefault("area", annotation["bbox"][2] * annotation["bbox"][3])
+    annotation.setdefault("iscrowd", 0)
+  return dataset
+
+
+def check_budget(image_size: int, max_boxes: int) -> None:
+  """Raises ValueError unless both are >= 1."""
+  if image_size < 1 or max_boxes < 1:
+    raise ValueError(f"image_size ({image_size}) and max_boxes ({max_boxes}) "
+                     "must be >= 1.")
+
+
+def detection_example(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                      image_id: int, *, image_size: int, max_boxes: int,
+                      flip: bool = False) -> dict[str, np.ndarray]:
+  """One image as the model sees it, with its padded boxes.
+
+  Args:
+    image: uint8 ``[H, W, 3]``.
+    boxes: float ``[k, 4]`` ``(x0, y0, x1, y1)`` in the image's pixels,
+      k <= max_boxes.
+    labels: int ``[k]``.
+    image_id: COCO's id.
+    image_size: S (`letterbox`).
+    max_boxes: the padded number of boxes.
+    flip: mirror the image and its boxes left-right.
+
+  Returns:
+    ``image`` float32 ``[S, S, 3]``, ``boxes`` float32 ``[max_boxes, 4]`` in
+    input pixels, ``labels`` int32 ``[max_boxes]``, ``box_mask`` float32
+    ``[max_boxes]``, ``image_id`` int32 ``[]``.
+  """
+  height, width = image.shape[:2]
+  scale = letterbox_scale(height, width, image_size)
+  image = letterbox(image, image_size)
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * scale
+  if flip:
+    image = image[:, ::-1]
+    boxes = np.stack([image_size - boxes[:, 2], boxes[:, 1],
+                      image_size - boxes[:, 0], boxes[:, 3]], axis=1)
+  count = len(boxes)
+  padded = np.zeros((max_boxes, 4), np.float32)
+  padded[:count] = boxes
+  padded_labels = np.zeros(max_boxes, np.int32)
+  padded_labels[:count] = labels
+  return {"image": image,
+          "boxes": padded,
+          "labels": padded_labels,
+          "box_mask": (np.arange(max_boxes) < count).astype(np.float32),
+          "image_id": np.int32(image_id)}
+
+
+def to_devices(examples: Sequence[Mapping[str, np.ndarray]],
+               layout) -> dict[str, np.ndarray]:
+  """Examples stacked to ``[local_devices, per_device, ...]``."""
+  return {key: np.stack([e[key] for e in examples]).reshape(
+      (layout.local_device_count, layout.per_device_batch_size) +
+      np.shape(examples[0][key])) for key in examples[0]}
+
+
+class DetectionData(abc.ABC):
+  """A split with boxes, as a detector trains on it and COCOeval scores it.
+
+  Its rows are the split's images in a fixed order; `image_ids` and `sizes`
+  describe them and `eval_batches` serves them (``index`` is the row).
+  Subclasses set ``image_size`` (S) and ``max_boxes``.
+  """
+
+  image_size: int
+  max_boxes: int
+
+  @property
+  @abc.abstractmethod
+  def name(self) -> str:
+    """The split's name (``val2017``, ``validation``)."""
+
+  @property
+  @abc.abstractmethod
+  def category_ids(self) -> tuple[int, ...]:
+    """The category id of each label (COCOeval's ``category_id``)."""
+
+  @property
+  @abc.abstractmethod
+  def category_names(self) -> tuple[str, ...]:
+    """The name of each label."""
+
+  @property
+  @abc.abstractmethod
+  def image_ids(self) -> np.ndarray:
+    """int64 ``[N]``: COCO's id of each row."""
+
+  @property
+  @abc.abstractmethod
+  def sizes(self) -> np.ndarray:
+    """int32 ``[N, 2]``: (height, width) of each row's image."""
+
+  @abc.abstractmethod
+  def ground_truth(self) -> dict[str, Any]:
+    """COCOeval's ground truth: a COCO-format dict (``images``,
+    ``annotations`` with ``area`` and ``iscrowd``, ``categories``) in the
+    images' own pixels."""
+
+  @abc.abstractmethod
+  def train_batches(self, start_step: int, *, seed: int,
+                    layout) -> Iterator[dict[str, np.ndarray]]:
+    """Endless training batches for steps start_step, start_step + 1, ...:
+    `detection_example`s, randomly flipped, stacked by `to_devices`."""
+
+  @abc.abstractmethod
+  def row_examples(self, rows: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+    """The `detection_example` (unflipped) of each of ``rows`` (increasing),
+    in order."""
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.category_ids)
+
+  def __len__(self) -> int:
+    return len(self.image_ids)
+
+  def blank_example(self) -> dict[str, np.ndarray]:
+    """A padding example: black, no boxes, image id -1."""
+    return {"image": np.zeros((self.image_size, self.image_size, 3),
+                              np.float32),
+            "boxes": np.zeros((self.max_boxes, 4), np.float32),
+            "labels": np.zeros(self.max_boxes, np.int32),
+            "box_mask": np.zeros(self.max_boxes, np.float32),
+            "image_id": np.int32(-1)}
+
+  def eval_batches(self, layout, max_examples: int | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over the split (its first ``max_examples``), no randomness.
+
+    Process p takes rows p, p + P, ...; every process yields the same
+    number of batches. Each batch also holds ``index`` int32 (the row, -1
+    for padding) and ``mask`` float32 (0 for padding, whose image is black
+    and boxes all masked).
+    """
+    count = len(self) if max_examples is None else min(max_examples, len(self))
+    share = np.arange(count)[layout.process_index::layout.process_count]
+    max_share = -(-count // layout.process_count)
+    num_batches = -(-max_share // layout.local_batch_size)
+    examples = self.row_examples(share)
+    blank = dict(self.blank_example(), index=np.int32(-1), mask=np.float32(0))
+    for b in range(num_batches):
+      batch = []
+      for k in range(b * layout.local_batch_size,
+                     (b + 1) * layout.local_batch_size):
+        if k < len(share):
+          batch.append(dict(next(examples), index=np.int32(share[k]),
+                            mask=np.float32(1)))
+        else:
+          batch.append(blank)
+      yield to_devices(batch, layout)
+
+
 @dataclasses.dataclass(frozen=True)
-class DetectionSplit:
-  """A split's batches at one image size and box budget.
+class DetectionSplit(DetectionData):
+  """A split in COCO's layout at one image size and box budget.
 
   Attributes:
     split: the checked annotations.
@@ -243,44 +414,45 @@ class DetectionSplit:
   @classmethod
   def create(cls, split: CocoSplit, image_size: int,
              max_boxes: int) -> "DetectionSplit":
-    if image_size < 1 or max_boxes < 1:
-      raise ValueError(f"image_size ({image_size}) and max_boxes ({max_boxes}) "
-                       "must be >= 1.")
+    check_budget(image_size, max_boxes)
     most = split.max_boxes_per_image
     if most > max_boxes:
       raise ValueError(f"{split.annotation_file}: an image has {most} boxes, "
                        f"more than max_boxes={max_boxes}; raise max_boxes.")
     return cls(split, image_size, max_boxes)
 
-  def __len__(self) -> int:
-    return len(self.split.paths)
+  @property
+  def name(self) -> str:
+    return self.split.name
+
+  @property
+  def category_ids(self) -> tuple[int, ...]:
+    return self.split.category_ids
+
+  @property
+  def category_names(self) -> tuple[str, ...]:
+    return self.split.category_names
+
+  @property
+  def image_ids(self) -> np.ndarray:
+    return self.split.image_ids
+
+  @property
+  def sizes(self) -> np.ndarray:
+    return self.split.sizes
+
+  def ground_truth(self) -> dict[str, Any]:
+    return read_ground_truth(self.split.annotation_file)
 
   def example(self, row: int, flip: bool = False) -> dict[str, np.ndarray]:
-    """Image ``row`` as the model sees it, with its padded boxes."""
-    image = letterbox(read_rgb(self.split.paths[row]), self.image_size)
-    height, width = self.split.sizes[row]
-    scale = letterbox_scale(height, width, self.image_size)
-    boxes = self.split.boxes[row] * scale
-    if flip:
-      image = image[:, ::-1]
-      boxes = np.stack([self.image_size - boxes[:, 2], boxes[:, 1],
-                        self.image_size - boxes[:, 0], boxes[:, 3]], axis=1)
-    count = len(boxes)
-    padded = np.zeros((self.max_boxes, 4), np.float32)
-    padded[:count] = boxes
-    labels = np.zeros(self.max_boxes, np.int32)
-    labels[:count] = self.split.labels[row]
-    return {"image": image,
-            "boxes": padded,
-            "labels": labels,
-            "box_mask": (np.arange(self.max_boxes) < count).astype(np.float32),
-            "image_id": np.int32(self.split.image_ids[row])}
+    """Image ``row`` as the model sees it (`detection_example`)."""
+    return detection_example(
+        read_rgb(self.split.paths[row]), self.split.boxes[row],
+        self.split.labels[row], self.split.image_ids[row],
+        image_size=self.image_size, max_boxes=self.max_boxes, flip=flip)
 
-  def _to_devices(self, examples: Sequence[Mapping[str, np.ndarray]],
-                  layout) -> dict[str, np.ndarray]:
-    return {key: np.stack([e[key] for e in examples]).reshape(
-        (layout.local_device_count, layout.per_device_batch_size) +
-        np.shape(examples[0][key])) for key in examples[0]}
+  def row_examples(self, rows):
+    return (self.example(int(row)) for row in rows)
 
   def train_batch(self, step: int, *, seed: int, layout) -> dict[str, np.ndarray]:
     """The batch of training step ``step``: a function of (seed, step) alone.
@@ -301,40 +473,11 @@ class DetectionSplit:
     flips = rng.random(global_batch) < 0.5
     first = layout.process_index * layout.local_batch_size
     mine = range(first, first + layout.local_batch_size)
-    return self._to_devices([self.example(int(rows[k]), bool(flips[k]))
-                             for k in mine], layout)
+    return to_devices([self.example(int(rows[k]), bool(flips[k]))
+                       for k in mine], layout)
 
-  def train_batches(self, start_step: int, *, seed: int,
-                    layout) -> Iterator[dict[str, np.ndarray]]:
-    """Endless `train_batch`es for steps start_step, start_step + 1, ..."""
+  def train_batches(self, start_step, *, seed, layout):
     step = start_step
     while True:
       yield self.train_batch(step, seed=seed, layout=layout)
       step += 1
-
-  def eval_batches(self, layout, max_examples: int | None = None
-                   ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over the split (its first ``max_examples``), no randomness.
-
-    Process p takes images p, p + P, ...; every process yields the same
-    number of batches. Each batch also holds ``index`` int32 (position in
-    the split, -1 for padding) and ``mask`` float32 (0 for padding, whose
-    image is black and boxes all masked).
-    """
-    count = len(self) if max_examples is None else min(max_examples, len(self))
-    share = np.arange(count)[layout.process_index::layout.process_count]
-    max_share = -(-count // layout.process_count)
-    num_batches = -(-max_share // layout.local_batch_size)
-    blank = dict(self.example(0), image_id=np.int32(-1))
-    blank = {k: np.zeros_like(v) for k, v in blank.items()}
-    for b in range(num_batches):
-      examples = []
-      for k in range(b * layout.local_batch_size,
-                     (b + 1) * layout.local_batch_size):
-        if k < len(share):
-          examples.append(dict(self.example(int(share[k])),
-                               index=np.int32(share[k]), mask=np.float32(1)))
-        else:
-          examples.append(dict(blank, image_id=np.int32(-1),
-                               index=np.int32(-1), mask=np.float32(0)))
-      yield self._to_devices(examples, layout)

@@ -27,7 +27,10 @@ Dataset names understood by the pipelines (`input_pipeline`, `labeled`):
   boxes (pre-training or reconstruction on them). Split names default to
   ``train2017`` and ``val2017`` (``from_name(..., splits=...)``).
 * anything else (`TfdsSource`): a TFDS dataset name, optionally versioned
-  (``"imagenet2012"``, ``"cifar10:3.0.2"``), read from ``data_dir``.
+  (``"imagenet2012"``, ``"cifar10:3.0.2"``), read from ``data_dir``. A TFDS
+  detection set with COCO's features (``"coco/2017"``) also gives
+  `Source.detection_split`s (`TfdsDetectionSplit`); it must be prepared
+  already: nothing is downloaded for it.
 
 A kind is a subclass of `Source` with a `Source.name` (a whole dataset name)
 or a `Source.prefix` (``"prefix:ARGUMENT"``); defining the class registers it
@@ -653,23 +656,25 @@ class Source(abc.ABC):
     index the position in the split (of its first `max_examples`).
     """
 
-  def with_splits(self, train: str, evaluation: str) -> Source:
-    """This dataset with its training and evaluation splits chosen by name.
+  def with_splits(self, train: str | None, evaluation: str | None) -> Source:
+    """This dataset with its training and evaluation splits chosen by name
+    (None keeps the kind's own).
 
     Raises:
-      DatasetError: the kind's splits are fixed.
+      DatasetError: a name is given and the kind's splits are fixed.
     """
-    del train, evaluation
+    if train is None and evaluation is None:
+      return self
     raise DatasetError(
-        f"{self.dataset!r} has fixed splits; only '{COCO_PREFIX}DIR' takes "
-        "split names.")
+        f"{self.dataset!r} has fixed splits; only '{COCO_PREFIX}DIR' and TFDS "
+        "datasets take split names.")
 
   def detection_split(self, split: str, *, image_size: int,
-                      max_boxes: int) -> coco.DetectionSplit:
+                      max_boxes: int) -> coco.DetectionData:
     """A split ("train" or "validation") with boxes, for detection.
 
     Its batches hold images letterboxed to S×S and boxes padded to
-    `max_boxes` with a mask (see `coco.DetectionSplit`).
+    `max_boxes` with a mask (see `coco.DetectionData`).
 
     Raises:
       DatasetError: the dataset has no boxes, or an image has more than
@@ -678,7 +683,8 @@ class Source(abc.ABC):
     del split, image_size, max_boxes
     raise DatasetError(
         f"{self.dataset!r} has no boxes; detection needs a COCO-format set, "
-        f"'{COCO_PREFIX}DIR' (COCO's layout).")
+        f"'{COCO_PREFIX}DIR' (COCO's layout), or a prepared TFDS detection "
+        "set such as 'coco/2017'.")
 
   def labeled_split(self, split: str, *, image_size: int,
                     max_examples: int | None) -> LabeledSplit:
@@ -703,7 +709,8 @@ def from_name(dataset: str, data_dir: str | None = None, *,
   """The source `dataset` names (see the module doc); `data_dir` is TFDS's.
 
   `splits`: the names of its (training, evaluation) splits, for kinds whose
-  splits are chosen by name (`Source.with_splits`); None keeps the kind's.
+  splits are chosen by name (`Source.with_splits`); None (or a None name)
+  keeps the kind's.
 
   Raises:
     DatasetError: a prefixed name whose argument is unusable (e.g.
@@ -998,7 +1005,8 @@ class CocoSource(DirectorySource):
     self.split_names = dict(zip(SPLITS, (train_split, eval_split)))
 
   def with_splits(self, train, evaluation):
-    return CocoSource(self.directory, train, evaluation)
+    return CocoSource(self.directory, train or coco.TRAIN_SPLIT,
+                      evaluation or coco.EVAL_SPLIT)
 
   def annotations(self, split: str) -> coco.CocoSplit:
     """The checked annotations of `split` ("train" or "validation")."""
@@ -1101,12 +1109,39 @@ def deterministic_options() -> tf.data.Options:
 class TfdsSource(Source):
   """A TFDS dataset, read from `data_dir`: training on this process's shard
   of "train" (seeded shuffle, repeated, decoded per example), validation on
-  "validation" (else "test"); labeled splits need "image" and a class
-  "label"."""
+  "validation" (else "test"), or the splits named by `with_splits`; labeled
+  splits need "image" and a class "label"; detection splits need a prepared
+  dataset with COCO's features (`DETECTION_FEATURES`, `OBJECT_FEATURES`:
+  ``coco/2017``)."""
 
-  def __init__(self, name: str, data_dir: str | None = None):
+  def __init__(self, name: str, data_dir: str | None = None,
+               train_split: str | None = None,
+               eval_split: str | None = None):
     self.name_and_version = name
     self.data_dir = data_dir
+    self.train_split = train_split
+    self.eval_split = eval_split
+
+  def with_splits(self, train, evaluation):
+    return TfdsSource(self.name_and_version, self.data_dir, train, evaluation)
+
+  def split_name(self, builder: tfds.core.DatasetBuilder, split: str) -> str:
+    """The TFDS split that serves `split` ("train" or "validation").
+
+    Raises:
+      DatasetError: a split named by `with_splits` is not in the dataset.
+    """
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    if split == VALIDATION:
+      name = self.eval_split or validation_split_name(builder)
+    else:
+      name = self.train_split or split
+    if name not in builder.info.splits:
+      raise DatasetError(
+          f"TFDS dataset {self.dataset!r} has no split {name!r} (splits: "
+          f"{sorted(builder.info.splits)}).")
+    return name
 
   @property
   def dataset(self) -> str:
@@ -1120,13 +1155,15 @@ class TfdsSource(Source):
 
   def train_batches(self, *, image_size, layout, seed, start_step,
                     colour_augmentation, decode_crop_only):
+    builder = self.builder()
     split = tfds.split_for_jax_process(
-        "train", process_index=layout.process_index,
+        self.split_name(builder, SPLITS[0]),
+        process_index=layout.process_index,
         process_count=layout.process_count, drop_remainder=True)
     read_config = tfds.ReadConfig(shuffle_seed=seed,
                                   options=deterministic_options())
     encoded = read_tfds_split(
-        self.builder(), split, shuffle_files=True,
+        builder, split, shuffle_files=True,
         read_config=read_config).map(lambda ex: ex["image"])
     batch_size = layout.local_batch_size
     # Skipping happens before decoding: resuming reads, but does not decode,
@@ -1141,7 +1178,8 @@ class TfdsSource(Source):
 
   def eval_examples(self, *, image_size, layout, max_examples):
     builder = self.builder()
-    split = limit_split(builder, validation_split_name(builder), max_examples)
+    split = limit_split(builder, self.split_name(builder, VALIDATION),
+                        max_examples)
     shards = [tfds.split_for_jax_process(split, process_index=p,
                                          process_count=layout.process_count)
               for p in range(layout.process_count)]
@@ -1166,9 +1204,7 @@ class TfdsSource(Source):
       raise DatasetError(
           f"TFDS dataset {self.dataset!r} is not an image classification "
           "dataset: it needs an 'image' feature and a class 'label' feature.")
-    if split == VALIDATION:
-      split = validation_split_name(builder)
-    split = limit_split(builder, split, max_examples)
+    split = limit_split(builder, self.split_name(builder, split), max_examples)
 
     def dataset_fn():
       examples = read_tfds_split(builder, split, shuffle_files=False)
@@ -1182,3 +1218,254 @@ class TfdsSource(Source):
     return LabeledSplit(num_classes=features["label"].num_classes,
                         num_examples=builder.info.splits[split].num_examples,
                         dataset_fn=dataset_fn)
+
+  def detection_split(self, split, *, image_size, max_boxes):
+    builder = known_tfds_builder(self.name_and_version, self.data_dir)
+    features = builder.info.features
+    missing = [key for key in DETECTION_FEATURES if key not in features]
+    if "objects" in features:
+      missing += [f"objects/{key}" for key in OBJECT_FEATURES
+                  if key not in features["objects"].feature]
+    if missing or not isinstance(features["objects"]["label"],
+                                 tfds.features.ClassLabel):
+      raise DatasetError(
+          f"TFDS dataset {self.dataset!r} is not a detection set with COCO's "
+          f"features: {', '.join(DETECTION_FEATURES)} and objects with "
+          f"{', '.join(OBJECT_FEATURES)} (a class label); it has no "
+          f"{', '.join(missing) or 'class label'}.")
+    check_prepared(builder, self.name_and_version, self.data_dir)
+    try:
+      data = TfdsDetectionSplit.create(builder, self.split_name(builder, split),
+                                       image_size, max_boxes)
+      if split == VALIDATION:
+        # Read now, before a run writes anything: COCOeval's ground truth,
+        # and the box budget checked as for 'coco:DIR'.
+        data.annotations  # pylint: disable=pointless-statement
+    except ValueError as e:  # Too many boxes for max_boxes.
+      raise DatasetError(str(e)) from e
+    return data
+
+
+# The TFDS features a detection split reads, as TFDS's coco/2014 and
+# coco/2017 have them: the example's, and those of each of its "objects".
+DETECTION_FEATURES = ("image", "image/id", "objects")
+OBJECT_FEATURES = ("bbox", "label", "is_crowd", "area")
+
+
+def check_prepared(builder: tfds.core.DatasetBuilder, name: str,
+                   data_dir: str | None) -> None:
+  """Raises DatasetError, saying how to prepare it, unless TFDS dataset
+  `name` (its `builder`) is prepared under `data_dir`: it is not downloaded
+  at run time."""
+  if not builder.is_prepared():
+    root = data_dir or "~/tensorflow_datasets"
+    raise DatasetError(
+        f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r} "
+        f"(no {builder.data_dir}), and nothing is downloaded at run time. "
+        f"Prepare it on a machine that can download it, `tfds build "
+        f"{name.split(':')[0]} --data_dir={root}` (COCO 2017: about 25 GB), "
+        "and set config.data_dir to the directory it is in.")
+
+
+def pixel_boxes(bbox: np.ndarray, height: int, width: int) -> np.ndarray:
+  """TFDS's normalized float ``[k, 4]`` ``(ymin, xmin, ymax, xmax)`` →
+  float32 ``[k, 4]`` ``(x0, y0, x1, y1)`` in the image's pixels."""
+  return (np.asarray(bbox, np.float64).reshape(-1, 4)[:, [1, 0, 3, 2]] *
+          [width, height, width, height]).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsAnnotations:
+  """A TFDS detection split's annotations, in its order (rows).
+
+  Attributes:
+    image_ids: int64 ``[N]``.
+    sizes: int32 ``[N, 2]`` (height, width).
+    ground_truth: COCOeval's COCO-format dict: every object (crowds with
+      ``iscrowd`` 1), boxes ``[x, y, width, height]`` in the image's pixels,
+      TFDS's ``area`` (COCO's, of the segmentation mask, which TFDS stores
+      as an integer), labels as category ids.
+  """
+  image_ids: np.ndarray
+  sizes: np.ndarray
+  ground_truth: dict
+
+
+def _image_shape(encoded: tf.Tensor) -> tf.Tensor:
+  """int32 [2] (height, width) of encoded image bytes; a JPEG is not decoded."""
+  return tf.cond(tf.io.is_jpeg(encoded),
+                 lambda: tf.image.extract_jpeg_shape(encoded)[:2],
+                 lambda: tf.shape(decode_image(encoded))[:2])
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsDetectionSplit(coco.DetectionData):
+  """A split of a prepared TFDS detection set with COCO's features
+  (``coco/2017``), streamed, as `coco.DetectionSplit` serves COCO's layout.
+
+  Examples are `coco.detection_example`s, so letterbox, flip and padding
+  are those of ``coco:DIR``; crowd objects are not training targets. Labels
+  are TFDS's class labels, which for COCO are the positions of the
+  categories sorted by id (TFDS names them in the annotation file's order):
+  the same labels as ``coco:DIR`` gives, so a head serves both. TFDS keeps no
+  COCO category ids, so the labels are the ground truth's category ids.
+
+  Images are decoded by tf.data as the batches are consumed (COCO's 118k
+  training images never sit in memory). Unlike ``coco:DIR``, training reads
+  this process's shard of the split in a seeded shuffle (as `TfdsSource`
+  does for image batches), with flips drawn from (seed, process, step):
+  batches are a function of (seed, step) for a given process layout, and
+  resuming at step t skips t batches of records without decoding them. The
+  training split's annotations are not read up front (a pass over every
+  record), so a training image with more than ``max_boxes`` boxes keeps its
+  first ``max_boxes``; the evaluation split's are (`annotations`).
+
+  Attributes:
+    builder: the prepared TFDS builder.
+    split: its split's name.
+    image_size: S.
+    max_boxes: the padded number of boxes per image.
+  """
+  builder: tfds.core.DatasetBuilder
+  split: str
+  image_size: int
+  max_boxes: int
+
+  @classmethod
+  def create(cls, builder: tfds.core.DatasetBuilder, split: str,
+             image_size: int, max_boxes: int) -> TfdsDetectionSplit:
+    coco.check_budget(image_size, max_boxes)
+    return cls(builder, split, image_size, max_boxes)
+
+  @property
+  def name(self) -> str:
+    return self.split
+
+  @property
+  def category_names(self) -> tuple[str, ...]:
+    return tuple(self.builder.info.features["objects"]["label"].names)
+
+  @property
+  def category_ids(self) -> tuple[int, ...]:
+    return tuple(range(len(self.category_names)))
+
+  @functools.cached_property
+  def annotations(self) -> TfdsAnnotations:
+    """One pass over the split's records, images not decoded (JPEG shapes
+    are read from their headers), kept in memory: COCO's 5000 validation
+    images make a few MB. Built in memory rather than written as a JSON
+    file: a source has no workdir to write to, and a copy kept beside the
+    dataset could fall out of step with it.
+
+    Raises:
+      ValueError: an image has more non-crowd boxes than ``max_boxes``.
+    """
+
+    def summary(example):
+      objects = example["objects"]
+      return {"image_id": example["image/id"],
+              "size": _image_shape(example["image"]),
+              "bbox": objects["bbox"], "label": objects["label"],
+              "is_crowd": objects["is_crowd"], "area": objects["area"]}
+
+    records = self._records(self.split).map(
+        summary, num_parallel_calls=tf.data.AUTOTUNE)
+    image_ids, sizes, images, objects = [], [], [], []
+    for record in records.as_numpy_iterator():
+      image_id, (height, width) = int(record["image_id"]), record["size"]
+      boxes = pixel_boxes(record["bbox"], height, width)
+      count = int(np.sum(~record["is_crowd"]))
+      if count > self.max_boxes:
+        raise ValueError(
+            f"TFDS {self.builder.info.full_name} '{self.split}': image id "
+            f"{image_id} has {count} boxes, more than max_boxes="
+            f"{self.max_boxes}; raise max_boxes.")
+      image_ids.append(image_id)
+      sizes.append((height, width))
+      images.append({"id": image_id, "height": int(height),
+                     "width": int(width)})
+      for (x0, y0, x1, y1), label, crowd, area in zip(
+          boxes.tolist(), record["label"], record["is_crowd"],
+          record["area"]):
+        objects.append({"id": len(objects) + 1, "image_id": image_id,
+                        "category_id": int(label),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "area": float(area), "iscrowd": int(crowd)})
+    categories = [{"id": i, "name": n}
+                  for i, n in zip(self.category_ids, self.category_names)]
+    return TfdsAnnotations(
+        image_ids=np.array(image_ids, np.int64),
+        sizes=np.array(sizes, np.int32).reshape(-1, 2),
+        ground_truth={"images": images, "annotations": objects,
+                      "categories": categories})
+
+  @property
+  def image_ids(self) -> np.ndarray:
+    return self.annotations.image_ids
+
+  @property
+  def sizes(self) -> np.ndarray:
+    return self.annotations.sizes
+
+  def ground_truth(self):
+    return self.annotations.ground_truth
+
+  def _records(self, split, shuffle_seed: int | None = None
+               ) -> tf.data.Dataset:
+    """The records of `split`, images encoded: in file order, or with the
+    files shuffled by `shuffle_seed`."""
+    return read_tfds_split(
+        self.builder, split, shuffle_files=shuffle_seed is not None,
+        read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed,
+                                    options=deterministic_options()))
+
+  def _decoded(self, records: tf.data.Dataset) -> Iterator[dict]:
+    """numpy records {"image": uint8 [H, W, 3], "image_id", "bbox",
+    "label", "is_crowd"}, decoded in parallel, in order."""
+    return records.map(
+        lambda example: {
+            "image": decode_image(example["image"]),
+            "image_id": example["image/id"],
+            "bbox": example["objects"]["bbox"],
+            "label": example["objects"]["label"],
+            "is_crowd": example["objects"]["is_crowd"]},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+            tf.data.AUTOTUNE).as_numpy_iterator()
+
+  def _example(self, record, flip: bool) -> dict[str, np.ndarray]:
+    height, width = record["image"].shape[:2]
+    targets = ~record["is_crowd"]
+    return coco.detection_example(
+        record["image"],
+        pixel_boxes(record["bbox"][targets], height, width)[:self.max_boxes],
+        record["label"][targets][:self.max_boxes], int(record["image_id"]),
+        image_size=self.image_size, max_boxes=self.max_boxes, flip=flip)
+
+  def train_batches(self, start_step, *, seed, layout):
+    split = tfds.split_for_jax_process(
+        self.split, process_index=layout.process_index,
+        process_count=layout.process_count, drop_remainder=True)
+    batch_size = layout.local_batch_size
+    # Skipping happens before decoding: resuming reads, but does not decode,
+    # the skipped records.
+    records = self._decoded(
+        self._records(split, shuffle_seed=seed)
+        .shuffle(_TFDS_SHUFFLE_BUFFER, seed=seed).repeat()
+        .skip(start_step * batch_size))
+    step = start_step
+    while True:
+      flips = np.random.default_rng(
+          [seed, layout.process_index, step]).random(batch_size) < 0.5
+      yield coco.to_devices([self._example(next(records), bool(flip))
+                             for flip in flips], layout)
+      step += 1
+
+  def row_examples(self, rows):
+    if not len(rows):
+      return
+    wanted = tf.constant(rows, tf.int64)
+    records = self._records(self.split).take(int(rows[-1]) + 1).enumerate(
+    ).filter(lambda row, _: tf.reduce_any(tf.equal(row, wanted))).map(
+        lambda _, example: example)
+    for record in self._decoded(records):
+      yield self._example(record, flip=False)
