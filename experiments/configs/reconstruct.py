@@ -50,8 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.decoder = "finola"
   config.path = "vertical_first"  # see finola_jax.unroll
   config.matrix_init_scale = 0.1  # A, B ~ N(0, scale² / C)
-  # A, B start at that − damping · I: a negative symmetric part, so |z|
-  # settles along the walk instead of growing (docs/results/study.md).
+  # A, B start at that − damping · I: their symmetric parts shifted
+  # negative, so z's spread settles along the walk instead of growing
+  # (docs/results/study.md).
   config.matrix_init_damping = 0.0
   # Multi-path FINOLA: M initial vectors, path m unrolled with its own
   # A_m, B_m; the M maps combined by "mean" or "concat" (the decoder then

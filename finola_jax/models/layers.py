@@ -202,12 +202,14 @@ class FinolaMatrices(nn.Module):
 
   Initialized ``N(0, init_scale² / C) − init_damping · I`` so that one step
   ``A ẑ`` of a normalized ``ẑ`` changes each channel by about
-  ``init_scale``. A positive ``init_damping`` starts the symmetric part of
-  A and B negative: each FINOLA step then shrinks the centred part of z by
-  about ``init_damping`` per channel, so |z| settles instead of growing with
-  the distance walked (docs/FINOLA.md). One path gives ``[C, C]`` matrices
-  (the parameters of single-path checkpoints); ``paths = M > 1`` gives
-  ``[M, C, C]`` stacks.
+  ``init_scale``. A positive ``init_damping`` δ shifts the eigenvalues of
+  the symmetric parts of A and B down by δ (all negative once δ exceeds the
+  random part's largest, about √2·``init_scale``): a FINOLA step then
+  shrinks the centred part of z by about δ per channel on average, so its
+  spread settles instead of growing with the distance walked
+  (docs/results/study.md). One path gives ``[C, C]``
+  matrices (the parameters of single-path checkpoints); ``paths = M > 1``
+  gives ``[M, C, C]`` stacks.
   """
   channels: int
   init_scale: float = 0.1
