@@ -14,25 +14,36 @@ from finola_jax.train import run_config
 from tests import helpers
 
 
-def test_study_trains_baseline_each_arm_and_reference(tmp_path):
+def test_study_trains_baseline_and_each_arm(tmp_path):
   root = tmp_path / "study"
   stdout = helpers.run_program(study_unroll, [
-      f"--root={root}", "--arms=paths=2",
-      "--reference_decoders=linear", f"--eval_dir={tmp_path / 'absent'}",
+      f"--root={root}", "--arms=paths=2", "--reference_decoders=",
+      f"--eval_dir={tmp_path / 'absent'}",
       *helpers.override_flags(image_size=4, channels=8, steps=2,
                               checkpoint_every=2, eval_every=2)])
   result = json.loads((root / "study.json").read_text())
-  names = [row["name"] for row in result["rows"]]
-  assert names == ["baseline", "paths=2", "decoder=linear"]
+  assert [row["name"] for row in result["rows"]] == ["baseline", "paths=2"]
   for row in result["rows"]:
     assert row["finite"] and row["checkpoint_step"] == 2, row
     for key in ("val_psnr", "pca_val_psnr", "max_abs_z_end",
                 "A_symmetric_max_eig_end"):
       assert math.isfinite(row[key]), (key, row)
-  assert result["rows"][2]["decoder"] == "linear"
   table = (root / "study.md").read_text()
   assert table in stdout and "| paths=2 |" in table and "| mean colour |" in table
   assert (root / "study.png").stat().st_size > 1000
+
+
+def test_rows_are_the_baseline_each_arm_and_each_reference_decoder():
+  config = helpers.tiny_config()
+  planned = study_unroll.rows(config, ["matrix_init_damping=0.05", "paths=2"],
+                              ["linear", "dense"])
+  assert [name for name, _ in planned] == [
+      "baseline", "matrix_init_damping=0.05", "paths=2", "decoder=linear",
+      "decoder=dense"]
+  changed = [{key for key in config if row[key] != config[key]}
+             for _, row in planned]
+  assert changed == [set(), {"matrix_init_damping"}, {"paths"}, {"decoder"},
+                     {"decoder"}]
 
 
 @pytest.mark.parametrize("arm, message", [
