@@ -5,21 +5,21 @@ r"""What keeps a long FINOLA unroll trainable: one change at a time.
 The sweep (experiments/sweep_unroll.py) found FINOLA at stride 1 falling
 behind the mean colour as the map grows, its largest |z| growing as A and B
 learn. This study trains one baseline (--config: a reconstruction config at
-stride 1, by default the sweep's 64×64, C=256 row with its budget) and one
-row per **arm**, an arm being the baseline with exactly one config key
-changed:
+stride 1, by default configs/study_unroll.py: the sweep's 64×64, C=256
+row, 300 steps of 16) and one row per **arm**, an arm being the baseline
+with exactly one config key changed (by default DEFAULT_ARMS):
 
   --arms=paths=4,pooling=attention,matrix_init_damping=0.01
 
-plus, with --reference_decoders=linear, the baseline with another decoder
-(linear: QB-Heat's unroll), so that whatever helps FINOLA is compared with
-what the same budget gives the linear unroll. Every row has the same steps,
-batch, seed, data and evaluation: the config's. Each row reports (as
-sweep_unroll.run_row measures it) PSNR/SSIM on the validation split and on
---eval_dir (Kodak), the PCA code of its size and the mean colour, the
-largest |z| at initialization and after training, the spectral norms and
-symmetric parts' top eigenvalues of A and B after training, and its wall
-time.
+plus, with --reference_decoders=linear (the default), the baseline with
+another decoder (linear: QB-Heat's unroll), so that whatever helps FINOLA is
+compared with what the same budget gives the linear unroll. Every row has
+the same steps, batch, seed, data and evaluation: the config's. Each row
+reports (as sweep_unroll.run_row measures it) PSNR/SSIM on the validation
+split and on --eval_dir (Kodak), the PCA code of its size and the mean
+colour, the largest |z| at initialization and after training, the spectral
+norms and symmetric parts' top eigenvalues of A and B after training, and
+its wall time.
 
 Writes ROOT/study.json (after every row), ROOT/study.md and ROOT/study.png
 (validation and Kodak PSNR per row, the mean colour and the baseline's PCA
@@ -170,13 +170,15 @@ def markdown_table(result: Dict[str, Any]) -> str:
   for r in result["rows"]:
     matrices = ("–", "–")
     if "A_spectral_norm_end" in r:
-      matrices = (f"{r['A_spectral_norm_end']:.2f}, {r['B_spectral_norm_end']:.2f}",
+      matrices = (f"{r['A_spectral_norm_end']:.2f}, "
+                  f"{r['B_spectral_norm_end']:.2f}",
                   f"{r['A_symmetric_max_eig_end']:.3f}, "
                   f"{r['B_symmetric_max_eig_end']:.3f}")
     lines.append(
         f"| {r['name']} | {r['val_psnr']:.2f} | "
         f"{r['val_psnr'] - baseline['val_psnr']:+.2f} | {r['val_ssim']:.3f} | "
-        f"{r['kodak_psnr']:.2f} | {r['kodak_psnr'] - baseline['kodak_psnr']:+.2f} | "
+        f"{r['kodak_psnr']:.2f} | "
+        f"{r['kodak_psnr'] - baseline['kodak_psnr']:+.2f} | "
         f"{r['pca_val_psnr']:.2f} / {r['pca_kodak_psnr']:.2f} | "
         f"{r['max_abs_z_init']:.3g} → {r['max_abs_z_end']:.3g} | "
         f"{matrices[0]} | {matrices[1]} | {'yes' if r['finite'] else 'no'} | "
@@ -212,7 +214,8 @@ def plot(result: Dict[str, Any], path) -> None:
   first = rows_[0]
   axes.set_title(f"One change at a time: {first['map_size']}×"
                  f"{first['map_size']}, stride 1, C={first['channels']}, "
-                 f"{first['steps']} steps of {first['batch_size']}", fontsize=10)
+                 f"{first['steps']} steps of {first['batch_size']}",
+                 fontsize=10)
   figure.tight_layout()
   with epath.Path(path).open("wb") as f:
     figure.savefig(f, format="png", dpi=100)

@@ -29,7 +29,8 @@ def test_study_trains_baseline_and_each_arm(tmp_path):
                 "A_symmetric_max_eig_end"):
       assert math.isfinite(row[key]), (key, row)
   table = (root / "study.md").read_text()
-  assert table in stdout and "| paths=2 |" in table and "| mean colour |" in table
+  assert table in stdout
+  assert "| paths=2 |" in table and "| mean colour |" in table
   assert (root / "study.png").stat().st_size > 1000
 
 
