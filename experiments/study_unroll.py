@@ -216,21 +216,11 @@ def plot(result: Dict[str, Any], path) -> None:
                  f"{first['map_size']}, stride 1, C={first['channels']}, "
                  f"{first['steps']} steps of {first['batch_size']}",
                  fontsize=10)
-  figure.tight_layout()
-  with epath.Path(path).open("wb") as f:
-    figure.savefig(f, format="png", dpi=100)
-  plt.close(figure)
+  sweep_unroll.save_figure(figure, path)
 
 
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  launch.quiet_library_logs()
-  input_pipeline.hide_accelerators_from_tensorflow()
-  eval_dir = flag_values.eval_dir
-  if not epath.Path(eval_dir).is_dir():
-    print(f"--eval_dir={eval_dir} is not a directory: no Kodak columns.")
-    eval_dir = None
+  eval_dir = sweep_unroll.start_program(argv, flag_values.eval_dir)
   with launch.preemption_ends_cleanly():
     try:
       result = study(flag_values.config, flag_values.root,

@@ -294,22 +294,33 @@ def plot(result: Dict[str, Any], path) -> None:
   batch = rows[0]["batch_size"] if rows else 0
   figure.suptitle(f"Reconstruction PSNR against unroll length ({steps} steps, "
                   f"batch {batch})", fontsize=10)
+  save_figure(figure, path)
+
+
+def save_figure(figure, path) -> None:
+  """Writes ``figure`` to ``path`` as a PNG and closes it."""
   figure.tight_layout()
-  path = epath.Path(path)
-  with path.open("wb") as f:
+  with epath.Path(path).open("wb") as f:
     figure.savefig(f, format="png", dpi=100)
   plt.close(figure)
 
 
-def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
+def start_program(argv, eval_dir: str) -> str | None:
+  """The common start of the sweep-like programs: no positional arguments,
+  quiet logs, TensorFlow off the accelerators; ``eval_dir``, or ``None``
+  (said on stdout) when it is not a directory."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   launch.quiet_library_logs()
   input_pipeline.hide_accelerators_from_tensorflow()
-  eval_dir = flag_values.eval_dir
   if not epath.Path(eval_dir).is_dir():
     print(f"--eval_dir={eval_dir} is not a directory: no Kodak columns.")
-    eval_dir = None
+    return None
+  return eval_dir
+
+
+def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
+  eval_dir = start_program(argv, flag_values.eval_dir)
   with launch.preemption_ends_cleanly():
     try:
       result = sweep(flag_values.config, flag_values.root,
