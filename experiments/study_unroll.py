@@ -50,10 +50,7 @@ from etils import epath
 from experiments import ablation
 from experiments import sweep_unroll
 from finola_jax import tasks
-from finola_jax.data import input_pipeline
 from finola_jax.runner import launch
-from finola_jax.runner import trainer
-from finola_jax.tasks import reconstruction
 from finola_jax.train import run_config
 
 matplotlib.use("Agg")
@@ -140,14 +137,9 @@ def study(config: ml_collections.ConfigDict, root: str, *,
   planned = rows(config, arms, reference_decoders)
   root = epath.Path(root)
   root.mkdir(parents=True, exist_ok=True)
-  validation = trainer.images_of(trainer.validation_batches_fn(config)())
-  result: Dict[str, Any] = {"rows": [], "mean_colour": {
-      "val": reconstruction.mean_colour_scores(validation)}}
-  if eval_dir is not None:
-    result["mean_colour"]["kodak"] = reconstruction.mean_colour_scores(
-        trainer.images_of(input_pipeline.create_directory_eval_iterator(
-            eval_dir, image_size=config.image_size,
-            global_batch_size=config.batch_size)))
+  validation, mean_colour = sweep_unroll.validation_and_mean_colour(
+      config, eval_dir)
+  result: Dict[str, Any] = {"rows": [], "mean_colour": mean_colour}
   for index, (name, row_config) in enumerate(planned):
     workdir = str(root / f"row{index}_{name.replace('=', '_')}")
     row = sweep_unroll.run_row(row_config, workdir, validation, eval_dir)

@@ -122,6 +122,21 @@ def parameter_counts(params) -> Dict[str, int]:
 # -------------------------------------------------------------------- rows ---
 
 
+def validation_and_mean_colour(config: ml_collections.ConfigDict,
+                               eval_dir: str | None):
+  """``(images, scores)``: ``config``'s validation images ``[N, S, S, 3]``
+  and the mean colour's scores on them and on ``eval_dir``'s photographs
+  (``{"val": ..., "kodak": ...}``, no ``"kodak"`` without ``eval_dir``)."""
+  images = trainer.images_of(trainer.validation_batches_fn(config)())
+  scores = {"val": reconstruction.mean_colour_scores(images)}
+  if eval_dir is not None:
+    scores["kodak"] = reconstruction.mean_colour_scores(trainer.images_of(
+        input_pipeline.create_directory_eval_iterator(
+            eval_dir, image_size=config.image_size,
+            global_batch_size=config.batch_size)))
+  return images, scores
+
+
 def planned_map_params(config: ml_collections.ConfigDict) -> int:
   """The map-making parameter count of ``config``'s model, allocating none."""
   shapes = jax.eval_shape(tasks.create_task(config).init_params,
@@ -199,14 +214,10 @@ def sweep(config: ml_collections.ConfigDict, root: str, *,
   result: Dict[str, Any] = {"rows": [], "not_run": [], "mean_colour": {}}
   validation = {}
   for size in sizes:
-    validation[size] = trainer.images_of(trainer.validation_batches_fn(
-        sweep_rows.row_config(config, decoders[0], size, channels[0]))())
-    baseline = {"val": reconstruction.mean_colour_scores(validation[size])}
-    if eval_dir is not None:
-      baseline["kodak"] = reconstruction.mean_colour_scores(trainer.images_of(
-          input_pipeline.create_directory_eval_iterator(
-              eval_dir, image_size=size, global_batch_size=config.batch_size)))
-    result["mean_colour"][str(size)] = baseline
+    validation[size], result["mean_colour"][str(size)] = (
+        validation_and_mean_colour(
+            sweep_rows.row_config(config, decoders[0], size, channels[0]),
+            eval_dir))
   for count in channels:
     for size in sizes:
       for decoder in decoders:
