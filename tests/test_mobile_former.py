@@ -179,6 +179,25 @@ class FunctionsTest(helpers.NoX64LeakTestCase):
                                 nn.GroupNorm(8).apply(variables, x),
                                 rtol=1e-5, atol=1e-5)
 
+  @parameterized.parameters((1, 1, 3, 7), (2, 1, 3, 8), (2, 2, 3, 7),
+                            (1, 3, 5, 6))
+  def test_depthwise_taps_match_xla_convolution(self, stride, multiplier,
+                                                size, side):
+    """The CPU form of depthwise_conv (shifted multiply-adds) against XLA's
+    grouped convolution: values and both gradients."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, side, side, 4))
+    kernel = jax.random.normal(jax.random.PRNGKey(1),
+                               (size, size, 1, 4 * multiplier))
+    cotangent = jax.random.normal(
+        jax.random.PRNGKey(2),
+        (2, -(-side // stride), -(-side // stride), 4 * multiplier))
+    for candidate in (mf._depthwise_taps, mf.depthwise_conv):
+      outputs = []
+      for function in (candidate, mf._depthwise_xla):
+        y, vjp = jax.vjp(lambda a, b, f=function: f(a, b, stride), x, kernel)
+        outputs.append((y, vjp(cotangent)))
+      chex.assert_trees_all_close(*outputs, rtol=1e-5, atol=1e-5)
+
   def test_cost_analysis_counts_a_multiply_add_as_two_flops(self):
     # The multiply-add test below halves XLA's "flops": check that premise.
     dense = jax.jit(jnp.matmul).lower(jnp.ones((3, 5)), jnp.ones((5, 7)))

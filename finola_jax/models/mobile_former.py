@@ -74,6 +74,7 @@ Shapes (``__call__``): ``feature_map`` ``[B, H / s, W / s, D]`` with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Dict, Tuple
 
@@ -371,6 +372,72 @@ class GroupNorm(nn.Module):
     return x.astype(self.dtype) * broadcast(multiplier) + broadcast(offset)
 
 
+def _depthwise_taps(x, kernel, stride: int):
+  """:func:`depthwise_conv` as one multiply-add per kernel tap."""
+  size, multiplier = kernel.shape[0], kernel.shape[-1] // x.shape[-1]
+  height, width = x.shape[1], x.shape[2]
+  pad = size // 2
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  if multiplier > 1:
+    x = jnp.repeat(x, multiplier, axis=-1)
+  total = None
+  for row in range(size):
+    for column in range(size):
+      window = x[:, row:row + height:stride, column:column + width:stride]
+      term = window * kernel[row, column, 0]
+      total = term if total is None else total + term
+  return total
+
+
+def _depthwise_xla(x, kernel, stride: int):
+  """:func:`depthwise_conv` as XLA's grouped convolution."""
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=x.shape[-1])
+
+
+def depthwise_conv(x, kernel, stride: int = 1):
+  """Depthwise convolution, padded by ``k // 2`` on every side.
+
+  ``y[b, i, j, c·m + r] = Σ_{u,v} x̃[b, s·i + u, s·j + v, c] ·
+  kernel[u, v, 0, c·m + r]`` for ``x`` ``[B, H, W, C]``, ``kernel``
+  ``[k, k, 1, C·m]`` (channel multiplier ``m``), stride ``s`` and ``x̃`` the
+  zero-padded ``x``; ``y`` is ``[B, ⌈H/s⌉, ⌈W/s⌉, C·m]``.
+
+  On CPUs it is computed as ``k²`` shifted multiply-adds, which XLA fuses
+  into one loop: XLA's CPU backend runs grouped convolutions, and above all
+  their gradients, far slower (a 52M training step of 32 at 16×16: 5–10×
+  faster this way; docs/design/mobile_former.md). Elsewhere it is XLA's
+  grouped convolution, which GPU and TPU backends implement natively. The
+  choice is made when the computation is lowered for its platform
+  (``jax.lax.platform_dependent``).
+  """
+  return jax.lax.platform_dependent(
+      x, kernel, cpu=functools.partial(_depthwise_taps, stride=stride),
+      default=functools.partial(_depthwise_xla, stride=stride))
+
+
+class DepthwiseConv(nn.Module):
+  """:func:`depthwise_conv` with a ``kernel`` ``[k, k, 1, features]``.
+
+  The parameter of ``nn.Conv(features, feature_group_count=C)`` (same name,
+  shape and initializer), so checkpoints do not depend on which is used.
+  """
+  features: int
+  kernel: int = 3
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", _conv_init,
+                        (self.kernel, self.kernel, 1, self.features))
+    return depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype),
+                          self.stride)
+
+
 class ConvNorm(nn.Module):
   """Convolution without bias (``groups`` feature groups), then group norm."""
   features: int
@@ -381,11 +448,15 @@ class ConvNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    pad = self.kernel // 2  # Symmetric, as the authors' convolutions.
-    x = nn.Conv(self.features, (self.kernel, self.kernel), self.stride,
-                padding=((pad, pad), (pad, pad)),
-                feature_group_count=self.groups, use_bias=False,
-                kernel_init=_conv_init, dtype=self.dtype, name="conv")(x)
+    if self.groups > 1 and self.groups == x.shape[-1]:
+      x = DepthwiseConv(self.features, self.kernel, self.stride,
+                        dtype=self.dtype, name="conv")(x)
+    else:
+      pad = self.kernel // 2  # Symmetric, as the authors' convolutions.
+      x = nn.Conv(self.features, (self.kernel, self.kernel), self.stride,
+                  padding=((pad, pad), (pad, pad)),
+                  feature_group_count=self.groups, use_bias=False,
+                  kernel_init=_conv_init, dtype=self.dtype, name="conv")(x)
     return GroupNorm(dtype=self.dtype, name="norm")(x)
 
 
