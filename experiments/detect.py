@@ -55,6 +55,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from experiments import linear_probe
+from finola_jax import tasks
 from finola_jax.data import coco
 from finola_jax.data import input_pipeline
 from finola_jax.data import sources
@@ -315,7 +316,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       config = saved
     else:
       config = with_backbone(config, workdir, None)
-      run_config.check_same_run(workdir, saved, config)
+      run_config.check_same_run(workdir, saved, config,
+                                tasks.ADDED_KEY_DEFAULTS)
   else:
     config = with_backbone(config, workdir, pretrained_workdir)
   validate_config(config)

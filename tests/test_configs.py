@@ -104,6 +104,24 @@ def test_every_config_builds_and_round_trips_through_config_json(name, tmp_path)
   assert run_config.to_dict(saved) == run_config.to_dict(config)
 
 
+def test_a_run_saved_before_a_model_key_existed_resumes_at_its_old_value(
+    tmp_path):
+  """A config.json without a key of tasks.ADDED_KEY_DEFAULTS is the same
+  run as a config with that key at its default, and only then."""
+  config = helpers.load_config("reconstruct")
+  saved = run_config.to_dict(config)
+  for key in tasks.ADDED_KEY_DEFAULTS:
+    saved.pop(key)
+  saved = run_config.from_dict(saved)
+  run_config.check_same_run(str(tmp_path), saved, config,
+                            tasks.ADDED_KEY_DEFAULTS)
+  config.matrix_init_damping = 0.01
+  with pytest.raises(run_config.ConfigError,
+                     match=r"config.matrix_init_damping: saved 0.0 vs now 0.01"):
+    run_config.check_same_run(str(tmp_path), saved, config,
+                              tasks.ADDED_KEY_DEFAULTS)
+
+
 def _commands():
   """``(page, module, arguments)`` of every ``python3 -m MODULE ...`` command
   in a code block of the README or a docs page.

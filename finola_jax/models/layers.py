@@ -230,11 +230,16 @@ class FinolaMatrices(nn.Module):
     return self.param("A", init, shape), self.param("B", init, shape)
 
 
+# The damping key and the value of configs saved before it existed.
+MATRIX_DEFAULTS = {"matrix_init_damping": 0.0}
+
+
 def finola_matrices(config, paths: int) -> FinolaMatrices:
-  """The model's :class:`FinolaMatrices` from its config
-  (``matrix_init_damping`` is 0 in configs saved before it existed)."""
+  """The model's :class:`FinolaMatrices` from its config."""
+  damping, = (config.get(key, default)
+              for key, default in MATRIX_DEFAULTS.items())
   return FinolaMatrices(config.channels, config.matrix_init_scale, paths,
-                        config.get("matrix_init_damping", 0.0))
+                        damping)
 
 
 def matrix_metrics(params) -> dict:

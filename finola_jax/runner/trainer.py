@@ -244,7 +244,8 @@ def evaluation_config(workdir: str, config: Optional[ml_collections.ConfigDict]
   saved = run_config.read(workdir)
   if config is None:
     return saved
-  run_config.check_same_run(workdir, saved, config)
+  run_config.check_same_run(workdir, saved, config,
+                            tasks.ADDED_KEY_DEFAULTS)
   return config
 
 
@@ -310,7 +311,7 @@ def train_and_evaluate(
     checked_source(config)
   train_batches = train_batches or train_batches_fn(config)
   eval_batches = eval_batches or validation_batches_fn(config)
-  run_config.start_or_resume(workdir, config)
+  run_config.start_or_resume(workdir, config, tasks.ADDED_KEY_DEFAULTS)
   writer = writers.create_writer(workdir)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   try:

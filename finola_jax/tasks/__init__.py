@@ -15,6 +15,12 @@ from finola_jax.tasks import reconstruction
 from finola_jax.train import run_config
 from finola_jax.train import step
 
+# Model keys added after runs had been saved without them, each with the
+# value that builds those runs' models: a run resumes with a key added at
+# this value (run_config.check_same_run).
+ADDED_KEY_DEFAULTS = {**layers.MULTIPATH_DEFAULTS, **layers.MATRIX_DEFAULTS,
+                      **encoders.ENCODER_DEFAULTS}
+
 TASKS = {
     "reconstruction": reconstruction.ReconstructionTask,
     "masked": masked.MaskedTask,

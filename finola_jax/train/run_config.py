@@ -12,7 +12,7 @@ change neither the checkpoint nor the optimization.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import jax
 import ml_collections
@@ -158,10 +158,19 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def check_same_run(workdir: str, saved: ml_collections.ConfigDict,
-                   config: ml_collections.ConfigDict) -> None:
-  """Raises ``ConfigError`` naming every key, but ``RUNTIME_KEYS``, that differs."""
+                   config: ml_collections.ConfigDict,
+                   absent_defaults: Optional[Mapping[str, Any]] = None) -> None:
+  """Raises ``ConfigError`` naming every key, but ``RUNTIME_KEYS``, that differs.
+
+  A key of ``absent_defaults`` missing from either config counts as having
+  its value there (a key added after ``saved`` was written, at the value
+  that gives the saved run's behaviour).
+  """
   missing = "<absent>"
   old, new = _flatten(to_dict(saved)), _flatten(to_dict(config))
+  for flat in (old, new):
+    for key, default in (absent_defaults or {}).items():
+      flat.setdefault(key, default)
   differences = [
       f"config.{key}: saved {old.get(key, missing)!r} vs now "
       f"{new.get(key, missing)!r}"
@@ -175,9 +184,11 @@ def check_same_run(workdir: str, saved: ml_collections.ConfigDict,
         "may change).")
 
 
-def start_or_resume(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes the config of a new run; checks a resumed run's against it."""
+def start_or_resume(workdir: str, config: ml_collections.ConfigDict,
+                    absent_defaults: Optional[Mapping[str, Any]] = None) -> None:
+  """Writes the config of a new run; checks a resumed run's against it
+  (:func:`check_same_run`)."""
   if (epath.Path(workdir) / CONFIG_FILE).exists():
-    check_same_run(workdir, read(workdir), config)
+    check_same_run(workdir, read(workdir), config, absent_defaults)
   else:
     write(workdir, config)
