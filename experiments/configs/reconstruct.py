@@ -82,7 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 32  # global: over all processes and devices
   config.learning_rate = 2e-3
   # A and B learn at this × learning_rate (see train.step.create_optimizer).
-  config.matrix_learning_rate_scale = 1.0
+  # A quarter: at the full rate |z| grows as A and B learn, and the main
+  # job scored lower (docs/results/study.md#the-main-job-one-change-at-a-time).
+  config.matrix_learning_rate_scale = 0.25
   config.warmup_steps = 100
   config.weight_decay = 1e-4
   config.grad_clip_norm = 1.0
