@@ -12,11 +12,12 @@ C and extrapolated. configs/probe_fashion_mnist.py probes it unchanged.
 Why the 52M size: it is the smallest size without grouped pointwise
 convolutions, which XLA's CPU backend runs slowly. Its encoder (1.72 M
 parameters without the published classifier head; 16.8 M multiply-adds on
-a 16×16 quadrant by XLA's cost analysis) costs 5.2 s per training step of
-32 on two loaded CPU cores, the 26M size (1.48 M, 9.1 M multiply-adds)
-9.5 s, the ResNet recipe (0.32 M, 4.5 M) 0.19 s: the same 400 steps take
-about 35 minutes instead of a few (measured with experiments.bench_train,
-the machine shared by other jobs):
+a 16×16 quadrant by XLA's cost analysis) trains at 64 images/s on two
+loaded CPU cores, the ResNet recipe (0.32 M, 4.5 M) at 219
+(experiments.bench_train): 400 steps take about 7 CPU-minutes. Probing it
+is slower than pre-training: the probes encode all 60,000 images at
+32×32, and tran1's transformer block reads 576-channel tokens (about 50
+CPU-minutes for its 2,000 steps; docs/experiments.md#encoders):
 
   python3 -m experiments.pretrain_masked --workdir=/tmp/fmnist_masked_mf \
     --config=experiments/configs/pretrain_masked_fashion_mnist_mobile_former.py
