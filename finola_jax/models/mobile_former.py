@@ -408,7 +408,7 @@ def depthwise_conv(x, kernel, stride: int = 1):
 
   On CPUs it is computed as ``k²`` shifted multiply-adds, which XLA fuses
   into one loop: XLA's CPU backend runs grouped convolutions, and above all
-  their gradients, far slower (a 52M training step of 32 at 16×16: 5–10×
+  their gradients, far slower (a 52M training step of 32 at 16×16 is 4.9×
   faster this way; docs/design/mobile_former.md). Elsewhere it is XLA's
   grouped convolution, which GPU and TPU backends implement natively. The
   choice is made when the computation is lowered for its platform
