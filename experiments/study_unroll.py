@@ -4,9 +4,9 @@ r"""What keeps a long FINOLA unroll trainable: one change at a time.
 
 The sweep (experiments/sweep_unroll.py) found FINOLA at stride 1 falling
 behind the mean colour as the map grows, its largest |z| growing as A and B
-learn. This study trains one baseline (--config: a reconstruction config at
-stride 1, by default configs/study_unroll.py: the sweep's 64×64, C=256
-row, 300 steps of 16) and one row per **arm**, an arm being the baseline
+learn. This study trains one baseline (--config: a reconstruction config,
+by default configs/study_unroll.py: the sweep's 64×64, C=256 row at
+stride 1, 300 steps of 16) and one row per **arm**, an arm being the baseline
 with exactly one config key changed (by default DEFAULT_ARMS):
 
   --arms=paths=4,pooling=attention,matrix_init_damping=0.01
@@ -139,7 +139,8 @@ def study(config: ml_collections.ConfigDict, root: str, *,
   root.mkdir(parents=True, exist_ok=True)
   validation, mean_colour = sweep_unroll.validation_and_mean_colour(
       config, eval_dir)
-  result: Dict[str, Any] = {"rows": [], "mean_colour": mean_colour}
+  result: Dict[str, Any] = {"rows": [], "mean_colour": mean_colour,
+                            "stride": config.stride}
   for index, (name, row_config) in enumerate(planned):
     workdir = str(root / f"row{index}_{name.replace('=', '_')}")
     row = sweep_unroll.run_row(row_config, workdir, validation, eval_dir)
@@ -205,7 +206,8 @@ def plot(result: Dict[str, Any], path) -> None:
   axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
   first = rows_[0]
   axes.set_title(f"One change at a time: {first['map_size']}×"
-                 f"{first['map_size']}, stride 1, C={first['channels']}, "
+                 f"{first['map_size']} images, stride {result['stride']}, "
+                 f"C={first['channels']}, "
                  f"{first['steps']} steps of {first['batch_size']}",
                  fontsize=10)
   sweep_unroll.save_figure(figure, path)

@@ -236,8 +236,8 @@ MATRIX_DEFAULTS = {"matrix_init_damping": 0.0}
 
 def finola_matrices(config, paths: int) -> FinolaMatrices:
   """The model's :class:`FinolaMatrices` from its config."""
-  damping, = (config.get(key, default)
-              for key, default in MATRIX_DEFAULTS.items())
+  damping = config.get("matrix_init_damping",
+                       MATRIX_DEFAULTS["matrix_init_damping"])
   return FinolaMatrices(config.channels, config.matrix_init_scale, paths,
                         damping)
 
