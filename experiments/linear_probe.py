@@ -9,8 +9,10 @@ architecture: the control; with config.raw_pixels, the image itself: the
 baseline), trains the probe of config.protocol
 (`finola_jax.tasks.probe`: ``linear``, ``tran1`` or ``finetune``) and
 reports top-1 on the scored split to the console and WORKDIR/probe.json
-(the probe's config: WORKDIR/config.json). The recipe is
-configs/linear_probe.py:
+(the probe's config, with the encoder it read: WORKDIR/config.json). The
+training is checkpointed every config.checkpoint_every steps: run the same
+command again to resume a killed probe (the same config and encoder, or
+an error naming what differs). The recipe is configs/linear_probe.py:
 
   python3 -m experiments.linear_probe --workdir=/tmp/finola_probe \
     --pretrained_workdir=/tmp/finola_masked
@@ -67,7 +69,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   run_config.check_choice(config, "task", ["linear_probe"])
   run_config.check_choice(config, "protocol", probe.PROTOCOLS)
   for key in ("steps", "batch_size", "grid", "num_heads", "mlp_ratio",
-              "monitor_examples"):
+              "monitor_examples", "checkpoint_every"):
     run_config.check(config[key] >= 1, key, "be >= 1", config[key])
   for key in ("image_size", "max_examples"):  # None: the default.
     run_config.check(config[key] is None or config[key] >= 1, key,
@@ -161,18 +163,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   except ValueError as e:  # Unknown datasets, missing or malformed files.
     raise run_config.ConfigError(f"config.dataset={config.dataset!r}: {e}") from e
   encode, params, source = load_encoder(config, pretraining, pretrained_workdir)
+  pretrained_path = (None if pretrained_workdir is None else
+                     str(checkpointing.absolute(pretrained_workdir)))
+  # The encoder is part of what a resumed probe must share with its start.
+  saved_config = ml_collections.ConfigDict(
+      dict(config.to_dict(), pretrained_workdir=pretrained_path,
+           encoder=source))
+  run_config.start_or_resume(workdir, saved_config)
   outcome = probe.run_protocol(
       encode, params, train_inputs=data.train_inputs,
       train_labels=data.train_labels, eval_inputs=data.eval_inputs,
       eval_labels=data.eval_labels, num_classes=data.num_classes,
-      config=probe_config(config), prepare=data.prepare)
+      config=probe_config(config), prepare=data.prepare, workdir=workdir,
+      checkpoint_every=config.checkpoint_every)
   result = dict(
       outcome.record(), grid=config.grid, dataset=config.dataset,
       eval_split=data.eval_split, encoder=source, image_size=image_size,
-      pretrained_workdir=(None if pretrained_workdir is None else
-                          str(checkpointing.absolute(pretrained_workdir))),
-      wall_s=round(time.time() - start, 1))
-  run_config.write(workdir, config)
+      pretrained_workdir=pretrained_path, wall_s=round(time.time() - start, 1))
   path = epath.Path(workdir) / "probe.json"
   path.write_text(json.dumps(result, indent=2, sort_keys=True))
   logging.info("Wrote %s", path)

@@ -241,6 +241,52 @@ def test_attention_pooling_shapes_and_gradients(pooling):
       pool.apply({"params": params}, feature_map, tokens[:, :PATHS - 1])
 
 
+def test_q_norm_scales_each_initial_vector_to_a_learned_size():
+  """q_norm="rms": q_m = γ_m ⊙ u_m / rms(u_m), u_m the pooled vector; the
+  size of u (here 10× larger weights) no longer reaches q."""
+  feature_map = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 5))
+  bounded = layers.InitialVectors(channels=C, paths=PATHS, norm="rms")
+  params = bounded.init(jax.random.PRNGKey(1), feature_map)["params"]
+  assert _shapes(params["q_scale"]) == (PATHS, C)
+  np.testing.assert_array_equal(params["q_scale"], 1.0)
+  params["q_scale"] = jax.random.uniform(jax.random.PRNGKey(2), (PATHS, C))
+  pooled = layers.InitialVectors(channels=C, paths=PATHS).apply(
+      {"params": {"to_q": params["to_q"]}}, feature_map)
+  pooled = np.asarray(pooled, np.float64)
+  expected = params["q_scale"] * pooled / np.sqrt(
+      np.mean(pooled**2, axis=-1, keepdims=True) + 1e-6)
+  q = bounded.apply({"params": params}, feature_map)
+  np.testing.assert_allclose(q, expected, rtol=1e-5, atol=1e-6)
+  larger = jax.tree_util.tree_map(lambda w: 10 * w, params["to_q"])
+  np.testing.assert_allclose(
+      bounded.apply({"params": {**params, "to_q": larger}}, feature_map), q,
+      rtol=1e-4, atol=1e-6)
+  check_grads(lambda p, f: bounded.apply({"params": p}, f),
+              (params, feature_map), order=1, modes=["rev"], eps=1e-2,
+              atol=2e-2, rtol=2e-2)
+
+
+def test_q_norm_cap_bounds_only_initial_vectors_larger_than_z_hat():
+  """q_norm="cap": q_m / max(1, rms(q_m)); no parameter of its own."""
+  feature_map = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 3, 5))
+  capped = layers.InitialVectors(channels=C, paths=PATHS, norm="cap")
+  params = capped.init(jax.random.PRNGKey(1), feature_map)["params"]
+  assert set(params) == {"to_q"}
+  pool = layers.InitialVectors(channels=C, paths=PATHS)
+  # Pooled vectors of RMS about 0.02 to 10 across the batch.
+  feature_map = feature_map * jnp.array([0.1, 1.0, 3.0, 30.0])[:, None, None,
+                                                               None]
+  pooled = np.asarray(pool.apply({"params": params}, feature_map), np.float64)
+  rms = np.sqrt(np.mean(pooled**2, axis=-1, keepdims=True) + 1e-6)
+  assert rms.min() < 1 < rms.max()
+  q = capped.apply({"params": params}, feature_map)
+  np.testing.assert_allclose(q, pooled / np.maximum(rms, 1.0), rtol=1e-5,
+                             atol=1e-7)
+  check_grads(lambda p, f: capped.apply({"params": p}, f),
+              (params, feature_map[1:]), order=1, modes=["rev"], eps=1e-3,
+              atol=2e-2, rtol=2e-2)
+
+
 @pytest.mark.parametrize("masking", ["quadrant", "random"])
 def test_masked_paths(masking):
   """Masked FINOLA: the encoder's map has M·C channels; path m completes
@@ -285,6 +331,8 @@ def test_masked_paths(masking):
     ("reconstruct", dict(pooling="tokens"), "pooling"),
     ("reconstruct", dict(combine="sum"), "combine"),
     ("pretrain_masked", dict(pooling="attention"), "pooling"),
+    ("reconstruct", dict(q_norm="layer"), "q_norm"),
+    ("pretrain_masked", dict(q_norm="rms"), "q_norm"),
 ])
 def test_multipath_keys_are_validated(name, overrides, key):
   with pytest.raises(run_config.ConfigError, match=rf"config\.{key} must"):
@@ -293,7 +341,7 @@ def test_multipath_keys_are_validated(name, overrides, key):
 
 def test_configs_saved_before_the_keys_build_the_single_path_model(images):
   config = helpers.tiny_config()
-  for key in layers.MULTIPATH_DEFAULTS:
+  for key in {**layers.MULTIPATH_DEFAULTS, **layers.Q_NORM_DEFAULTS}:
     del config[key]
   task = tasks.create_task(config)
   shapes = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))

@@ -75,6 +75,27 @@ def test_probe_writes_top1(pretrained_workdir, labeled_folder, tmp_path, source)
     assert probe["train_top1"] == 1.0 and probe["top1"] == 1.0
 
 
+def test_probe_resumes_only_its_own_run(pretrained_workdir, labeled_folder,
+                                        tmp_path):
+  workdir = tmp_path / "probe"
+  args = [f"--workdir={workdir}", f"--pretrained_workdir={pretrained_workdir}",
+          *FAST, f"--config.dataset=folder:{labeled_folder}",
+          "--config.checkpoint_every=10"]
+  helpers.run_program(linear_probe, args)
+  first = json.loads((workdir / "probe.json").read_text())
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["20"]
+  # Run again: it resumes from step 20 and ends where it ended.
+  helpers.run_program(linear_probe, args)
+  again = json.loads((workdir / "probe.json").read_text())
+  assert (again["top1"], again["train_top1"]) == (first["top1"],
+                                                  first["train_top1"])
+  # Another encoder in the same workdir: refused before anything is written.
+  with pytest.raises(app.UsageError, match=r"config\.encoder: saved 'step 7' "
+                     "vs now 'random_init'"):
+    helpers.run_program(linear_probe, args + ["--config.random_init=True"])
+  assert json.loads((workdir / "probe.json").read_text()) == again
+
+
 @pytest.mark.parametrize("args, message", [
     (["--pretrained_workdir={empty}"], "No config.json in .*pretrain_masked"),
     (["--pretrained_workdir={reconstruction}"],

@@ -6,6 +6,9 @@ by any encoder that keeps brightness.
 """
 
 import json
+import shutil
+import tempfile
+from unittest import mock
 
 import chex
 import jax
@@ -46,7 +49,8 @@ def encoder_params(seed: int = 0):
                     method=masked.MaskedFinola.features)["params"]["encoder"]
 
 
-def run(protocol: str, params=None, **overrides) -> probe.ProbeResult:
+def run(protocol: str, params=None, workdir=None,
+        **overrides) -> probe.ProbeResult:
   train, evaluation = synthetic_set(24, seed=0), synthetic_set(9, seed=1)
   params = encoder_params() if params is None else params
   return probe.run_protocol(
@@ -54,7 +58,11 @@ def run(protocol: str, params=None, **overrides) -> probe.ProbeResult:
       train_inputs=train[0], train_labels=train[1], eval_inputs=evaluation[0],
       eval_labels=evaluation[1], num_classes=NUM_CLASSES,
       config=probe.ProbeConfig(protocol=protocol, **dict(FAST, **overrides)),
-      prepare=to_rgb)
+      prepare=to_rgb, workdir=workdir, checkpoint_every=10)
+
+
+class Killed(Exception):
+  """Stands for the signal that stops a probe mid-training."""
 
 
 def differs(tree_a, tree_b) -> bool:
@@ -129,6 +137,38 @@ class ProtocolTest(helpers.NoX64LeakTestCase, parameterized.TestCase):
     first, second = run("linear"), run("linear")
     chex.assert_trees_all_equal(first.head_params, second.head_params)
     self.assertTrue(differs(first.head_params, run("linear", seed=1).head_params))
+
+  def test_a_killed_probe_resumes_to_the_same_result(self):
+    # Fine-tuning: the checkpoint must carry the encoder and both Adam states.
+    workdir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, workdir)
+    uninterrupted = run("finetune")
+    killed_at = 23  # After the checkpoints at steps 10 and 20.
+    original = probe._step_indices
+
+    def killed(seed, step, *args):
+      if step == killed_at:
+        raise Killed
+      return original(seed, step, *args)
+
+    with mock.patch.object(probe, "_step_indices", killed):
+      with self.assertRaises(Killed):
+        run("finetune", workdir=workdir)
+    resumed_steps = []
+
+    def counted(seed, step, *args):
+      resumed_steps.append(step)
+      return original(seed, step, *args)
+
+    with mock.patch.object(probe, "_step_indices", counted):
+      resumed = run("finetune", workdir=workdir)
+    self.assertEqual(resumed_steps, list(range(20, FAST["steps"])))
+    chex.assert_trees_all_close(resumed.head_params, uninterrupted.head_params,
+                                rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(resumed.encoder_params,
+                                uninterrupted.encoder_params, rtol=1e-5,
+                                atol=1e-6)
+    self.assertEqual(resumed.top1, uninterrupted.top1)
 
   @parameterized.parameters(("linear", 24 + 9), ("finetune", 5 + 25 * 8 + 5 + 9))
   def test_examples_the_encoder_sees(self, protocol, expected):

@@ -51,4 +51,6 @@ def get_config() -> ml_collections.ConfigDict:
   # spaced training examples.
   config.monitor_examples = 10_000
   config.seed = 0  # the random encoder, the head's init and the batches
+  # Bookkeeping (may change when a killed probe is resumed).
+  config.checkpoint_every = 500
   return config

@@ -62,6 +62,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.paths = 1
   config.pooling = "mean"
   config.combine = "mean"
+  # q's size: "none" (as pooled), "rms" (unit RMS over C, then a learned
+  # per-channel scale) or "cap" (scaled down to unit RMS when larger): a
+  # large q leaves FINOLA's fixed-size increments little to add
+  # (docs/results/study.md#bounding-q).
+  config.q_norm = "none"
 
   # Numerics. precision: compute dtype of convolutions and the unroll
   # ("float32" or "bfloat16"; parameters and the unroll's state stay float32).

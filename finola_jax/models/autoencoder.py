@@ -20,7 +20,8 @@ class Autoencoder(nn.Module):
 
   ``config.encoder`` names the encoder (:mod:`encoders`); ``config.pooling``
   makes the M = ``config.paths`` initial vectors from its last map, or from
-  a Mobile-Former's tokens (:class:`layers.InitialVectors`).
+  a Mobile-Former's tokens, and ``config.q_norm`` bounds their size
+  (:class:`layers.InitialVectors`).
   ``config.decoder``:
     - ``"finola"``: ``finola_jax.unroll`` of each ``q_m`` from the centre of
       an ``(H/s)×(W/s)`` map with its own learned ``A_m``, ``B_m`` (all
@@ -47,7 +48,8 @@ class Autoencoder(nn.Module):
     dtype = jnp.dtype(config.precision)
     self.encoder = encoders.create_encoder(config, channels=config.channels)
     self.initial_vectors = layers.InitialVectors(config.channels, paths,
-                                                 pooling)
+                                                 pooling,
+                                                 layers.q_norm(config))
     nn.share_scope(self, self.initial_vectors)
     if config.decoder == "dense":
       size = self.map_size

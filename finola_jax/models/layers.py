@@ -265,6 +265,17 @@ def multipath(config) -> Tuple[int, str, str]:
                for key, default in MULTIPATH_DEFAULTS.items())
 
 
+# How q's size is bounded (InitialVectors): "none", as pooled. The default
+# is also the value of configs saved before the key.
+Q_NORMS = ("none", "rms", "cap")
+Q_NORM_DEFAULTS = {"q_norm": "none"}
+
+
+def q_norm(config) -> str:
+  """``config.q_norm``, with the default of configs saved before it."""
+  return config.get("q_norm", Q_NORM_DEFAULTS["q_norm"])
+
+
 class InitialVectors(nn.Module):
   """The M initial vectors ``q`` ``[B, M, C]`` from the encoder's output.
 
@@ -277,6 +288,16 @@ class InitialVectors(nn.Module):
       (Mobile-Former's global tokens), each through one shared dense layer
       ``d → C``: token m is path m's initial vector (``M ≤ T``).
 
+  ``norm`` (one of ``Q_NORMS``) bounds the size of each q_m, with
+  ``rms(q) = √(mean_c q_c² + ε)``:
+    - ``"rms"``: ``q_m ← γ_m ⊙ q_m / rms(q_m)``, ``γ`` ``[M, C]`` learned
+      (parameter ``q_scale``, initialized to ones);
+    - ``"cap"``: ``q_m ← q_m / max(1, rms(q_m))``: unchanged while its RMS
+      is at most ẑ's (1), scaled down to it otherwise; no parameter.
+  Why: FINOLA's increments ``A ẑ`` have a size set by ``A`` alone (ẑ has
+  norm √C), so when q outgrows them the map is nearly q everywhere
+  (docs/results/study.md).
+
   Use it with ``nn.share_scope`` so that its parameters (``to_q``, or
   ``queries`` and ``pool``) sit at the parent's top level, where
   single-path checkpoints keep ``to_q``.
@@ -284,10 +305,25 @@ class InitialVectors(nn.Module):
   channels: int
   paths: int = 1
   pooling: str = "mean"
+  norm: str = "none"
 
   @nn.compact
   def __call__(self, feature_map, tokens=None):
     """``feature_map`` ``[B, h, w, F]``, ``tokens`` ``[B, T, d]`` or None."""
+    q = self._pool(feature_map, tokens)
+    if self.norm == "none":
+      return q
+    if self.norm not in Q_NORMS:
+      raise ValueError(f"Unknown norm {self.norm!r}; expected one of "
+                       f"{Q_NORMS}.")
+    rms = jnp.sqrt(jnp.mean(jnp.square(q), axis=-1, keepdims=True) + 1e-6)
+    if self.norm == "cap":
+      return q / jnp.maximum(rms, 1.0)
+    scale = self.param("q_scale", nn.initializers.ones,
+                       (self.paths, self.channels))
+    return scale * q / rms
+
+  def _pool(self, feature_map, tokens):
     feature_map = feature_map.astype(jnp.float32)
     batch = feature_map.shape[0]
     if self.pooling == "mean":

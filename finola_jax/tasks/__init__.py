@@ -19,7 +19,7 @@ from finola_jax.train import step
 # value that builds those runs' models: a run resumes with a key added at
 # this value (run_config.check_same_run).
 ADDED_KEY_DEFAULTS = {**layers.MULTIPATH_DEFAULTS, **layers.MATRIX_DEFAULTS,
-                      **encoders.ENCODER_DEFAULTS}
+                      **layers.Q_NORM_DEFAULTS, **encoders.ENCODER_DEFAULTS}
 
 TASKS = {
     "reconstruction": reconstruction.ReconstructionTask,
@@ -43,7 +43,8 @@ def create_task(config: ml_collections.ConfigDict) -> step.Task:
 
 
 def validate_multipath(config: ml_collections.ConfigDict) -> None:
-  """Checks ``paths``, ``pooling`` and ``combine`` (absent: single path).
+  """Checks ``paths``, ``pooling``, ``combine`` (absent: single path) and
+  ``q_norm``.
 
   Raises:
     ConfigError: naming the key whose value is refused.
@@ -56,6 +57,8 @@ def validate_multipath(config: ml_collections.ConfigDict) -> None:
                    f"be one of {layers.POOLINGS}", pooling)
   run_config.check(combine in layers.COMBINES, "combine",
                    f"be one of {layers.COMBINES}", combine)
+  run_config.check(layers.q_norm(config) in layers.Q_NORMS, "q_norm",
+                   f"be one of {layers.Q_NORMS}", layers.q_norm(config))
 
 
 def validate_encoder(config: ml_collections.ConfigDict) -> None:

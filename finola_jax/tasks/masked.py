@@ -99,6 +99,10 @@ class MaskedTask(step.Task):
         "be 'mean' for the masked task (its paths read channel blocks of the "
         "encoder's map, or their mean over the visible patches)",
         layers.multipath(config)[1])
+    run_config.check(
+        layers.q_norm(config) == "none", "q_norm",
+        "be 'none' for the masked task (it extrapolates the encoder's map; "
+        "there is no q)", layers.q_norm(config))
     run_config.check_choice(config, "extrapolation", layers.AUTOREGRESSIONS)
     run_config.check(
         config.image_size % (2 * config.stride) == 0, "image_size",

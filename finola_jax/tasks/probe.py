@@ -22,7 +22,9 @@ each is a `PROTOCOLS` entry here, run by `run_protocol`:
 Budget rule, the same for every protocol and encoder: ``steps`` AdamW steps
 (linear warm-up, cosine decay) on batches of ``batch_size`` training examples;
 the batch at a step is a function of ``(seed, step)``. Frozen protocols run
-the encoder once over each split and train on the stored readouts.
+the encoder once over each split and train on the stored readouts. Given a
+workdir, the training is checkpointed and a killed probe resumes where its
+last checkpoint left off, with the same result as an uninterrupted one.
 
 An encoder is a pure function ``encode(params, images) → feature map``
 (float32 ``[B, S, S, 3]`` → ``[B, h, w, C]``), or ``→ (feature map,
@@ -47,9 +49,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from finola_jax.models import layers
 from finola_jax.models import mobile_former
+from finola_jax.train import checkpointing
 
 PROTOCOLS = ("linear", "tran1", "finetune")
 
@@ -340,7 +344,9 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
                  train_inputs: np.ndarray, train_labels: np.ndarray,
                  eval_inputs: np.ndarray, eval_labels: np.ndarray,
                  num_classes: int, config: ProbeConfig,
-                 prepare: Prepare = identity_prepare) -> ProbeResult:
+                 prepare: Prepare = identity_prepare,
+                 workdir: str | None = None,
+                 checkpoint_every: int = 500) -> ProbeResult:
   """Trains a probe of ``config.protocol`` on the training examples; scores it.
 
   Args:
@@ -354,6 +360,10 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
     num_classes: classes of the classifier.
     config: protocol, budget and head settings.
     prepare: stored examples ``[b, ...]`` → float32 images ``[b, S, S, 3]``.
+    workdir: the training's parameters and optimizer state are saved to
+      ``WORKDIR/checkpoints`` every ``checkpoint_every`` steps, and training
+      resumes from the newest readable one there. None: no checkpoints.
+    checkpoint_every: steps between checkpoints.
 
   Returns:
     A `ProbeResult`: top-1 on both splits and the trained parameters.
@@ -404,10 +414,37 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
     return optax.apply_updates(params, updates), opt_state, loss
 
   opt_state = tx.init(params)
-  for step in range(config.steps):
-    rows = _step_indices(config.seed, step, len(train_labels), config.batch_size)
-    params, opt_state, _ = train_step(params, opt_state, batch_inputs(rows),
-                                      train_labels[rows])
+  start, manager = 0, None
+  if workdir is not None:
+    if checkpoint_every < 1:
+      raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
+    manager = checkpointing.create_manager(workdir, keep=1)
+    start, restored, unreadable = checkpointing.restore_newest_readable(
+        manager, {"params": params, "opt_state": opt_state})
+    checkpointing.set_aside(workdir, manager, unreadable)
+    if start is None:
+      start = 0
+    else:
+      params, opt_state = restored["params"], restored["opt_state"]
+      logging.info("The %s probe resumes at step %d of %d.", config.protocol,
+                   start, config.steps)
+  try:
+    for step in range(start, config.steps):
+      rows = _step_indices(config.seed, step, len(train_labels),
+                           config.batch_size)
+      params, opt_state, loss = train_step(params, opt_state,
+                                           batch_inputs(rows),
+                                           train_labels[rows])
+      done = step + 1
+      if (manager is not None and done % checkpoint_every == 0
+          and done < config.steps):
+        checkpointing.save(manager, done, {"params": params,
+                                           "opt_state": opt_state})
+        logging.info("The %s probe: step %d of %d, loss %.4f; checkpointed.",
+                     config.protocol, done, config.steps, float(loss))
+  finally:
+    if manager is not None:
+      manager.close()
 
   predict = jax.jit(lambda p, x: jnp.argmax(logits_fn(p, x), axis=-1))
   if finetune:
