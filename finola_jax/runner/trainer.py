@@ -315,9 +315,8 @@ def train_and_evaluate(
   writer = writers.create_writer(workdir)
   manager = checkpointing.create_manager(workdir, config.keep_checkpoints)
   try:
-    start_step, state, unreadable = checkpointing.restore_newest_readable(
-        manager, step_lib.abstract_train_state(task, config))
-    checkpointing.set_aside(workdir, manager, unreadable)
+    start_step, state = checkpointing.resume(
+        workdir, manager, step_lib.abstract_train_state(task, config))
     if start_step is None:
       start_step, state = 0, step_lib.create_train_state(task, config)
     else:

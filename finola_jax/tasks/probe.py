@@ -419,9 +419,8 @@ def run_protocol(encode: Encode, encoder_params: Params, *,
     if checkpoint_every < 1:
       raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
     manager = checkpointing.create_manager(workdir, keep=1)
-    start, restored, unreadable = checkpointing.restore_newest_readable(
-        manager, {"params": params, "opt_state": opt_state})
-    checkpointing.set_aside(workdir, manager, unreadable)
+    start, restored = checkpointing.resume(
+        workdir, manager, {"params": params, "opt_state": opt_state})
     if start is None:
       start = 0
     else:

@@ -115,6 +115,16 @@ def set_aside(workdir: str, manager: ocp.CheckpointManager,
                   "run saves those steps again.", steps, unreadable_dir(workdir))
 
 
+def resume(workdir: str, manager: ocp.CheckpointManager,
+           target: Any) -> Tuple[Optional[int], Any]:
+  """``(step, state)`` of the newest readable checkpoint, ``(None, None)``
+  without one; the unreadable newer ones are set aside (:func:`set_aside`)
+  so that the resumed run can save those steps again."""
+  step, state, unreadable = restore_newest_readable(manager, target)
+  set_aside(workdir, manager, unreadable)
+  return step, state
+
+
 def restore_latest_params(workdir: str, target: Any = None) -> Tuple[int, Any]:
   """``(step, params)`` of the newest readable checkpoint in ``workdir``.
 
