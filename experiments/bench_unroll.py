@@ -192,7 +192,7 @@ def bench_shape(n: int, c: int, hw: int, repeats: int, max_seconds: float,
 
   flops = unroll_flops(n, c, hw, hw)
   used, interpret = fj.core.select_implementation(
-      implementation, jnp.dtype(dtype), c, n * hw * hw * c)
+      implementation, jnp.dtype(dtype), c, hw * hw * c)
   result = {"n": n, "c": c, "hw": hw, "flops": flops, "dtype": dtype,
             "implementation": used + (" (interpreted)" if interpret else ""),
             "steps": sequential_steps(hw, hw, path)}
@@ -306,7 +306,7 @@ def bench_paths(n: int, c: int, hw: int, paths: Sequence[int], repeats: int,
     for (m, kind), fn in fns.items():
       times[m, kind].append(_time_once(fn, *args[m]))
   used, interpret = fj.core.select_implementation(
-      implementation, jnp.dtype(dtype), c, n * hw * hw * c)
+      implementation, jnp.dtype(dtype), c, hw * hw * c)
   rows = []
   for m in paths:
     row = {"n": n, "c": c, "hw": hw, "paths": m, "dtype": dtype,

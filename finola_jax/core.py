@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 from typing import NamedTuple, Optional, Tuple, Union
 
 import jax
@@ -156,15 +155,15 @@ def _default_platform() -> str:
 
 
 def select_implementation(implementation: str, dtype, channels: int,
-                          canvas_elements: int, *,
+                          image_elements: int, *,
                           platform: Optional[str] = None
                           ) -> Tuple[str, bool]:
   """``(backend, interpret)`` the walks use when lowered for ``platform``.
 
   ``"auto"`` takes the Pallas kernel on a CUDA GPU for 16-bit maps where it
-  supports the channel count and canvas size, else the XLA scans: on an
-  H100 the kernel ran bfloat16 walks 1.5–2.2× faster than the scans, and
-  float32 walks 1.5× slower (README, "Benchmarks"). ``"pallas"``
+  supports the channel count and the size of one map, else the XLA scans:
+  on an H100 the kernel ran bfloat16 walks 1.5–2.2× faster than the scans,
+  and float32 walks 1.5× slower (README, "Benchmarks"). ``"pallas"``
   off a CUDA GPU runs the kernel in interpret mode (slow; for testing).
   The walks make this choice per lowering platform
   (``jax.lax.platform_dependent``), so a computation lowered for another
@@ -174,7 +173,8 @@ def select_implementation(implementation: str, dtype, channels: int,
     implementation: ``"auto"``, ``"xla"`` or ``"pallas"``.
     dtype: the map's dtype.
     channels: ``C``.
-    canvas_elements: elements of the largest canvas (the map).
+    image_elements: ``H·W·C`` of one map (the kernel cuts a batch into
+      launches of at most 2³¹ elements; one map must fit).
     platform: a lowering platform (``"cpu"``, ``"cuda"``, ``"rocm"``,
       ``"tpu"``); the default device's when None.
   """
@@ -186,7 +186,7 @@ def select_implementation(implementation: str, dtype, channels: int,
   if implementation == "pallas":
     return "pallas", not on_cuda
   if on_cuda and jnp.dtype(dtype).itemsize == 2 and _walk_kernel(
-  ).is_supported(jnp.dtype(dtype), channels, canvas_elements=canvas_elements):
+  ).is_supported(jnp.dtype(dtype), channels, image_elements=image_elements):
     return "pallas", False
   return "xla", False
 
@@ -368,11 +368,10 @@ def _fill(block: Array, A_t: Array, B_t: Array, extents, path: str,
   up, down, left, right = extents
   batch_shape, (h, w, channels) = block.shape[:-3], block.shape[-3:]
   height, width = up + h + down, left + w + right
-  canvas_elements = math.prod(batch_shape) * height * width * channels
   # Lowered for CUDA, and for every other platform (they choose as the CPU).
   backends = tuple(
       select_implementation(implementation, block.dtype, channels,
-                            canvas_elements, platform=platform)
+                            height * width * channels, platform=platform)
       for platform in ("cuda", "cpu"))
   vertical = ((_VERTICAL, up, down),) if up or down else ()
   horizontal = ((_HORIZONTAL, left, right),) if left or right else ()

@@ -774,8 +774,8 @@ class ImplementationTest(_Base):
   def test_auto_asks_the_kernel_on_cuda(self):
     asked = []
 
-    def is_supported(dtype, channels, canvas_elements):
-      asked.append((dtype, channels, canvas_elements))
+    def is_supported(dtype, channels, image_elements):
+      asked.append((dtype, channels, image_elements))
       return channels % 128 == 0
 
     kernel = mock.Mock(is_supported=is_supported)
@@ -788,15 +788,14 @@ class ImplementationTest(_Base):
       self.assertEqual(select("xla", jnp.bfloat16, 256, 64), ("xla", False))
       # float32 walks are faster as scans: the kernel is not asked.
       self.assertEqual(select("auto", jnp.float32, 256, 64), ("xla", False))
-      # The largest canvas of a call is its map: 2·3·4·5·96 elements.
+      # The kernel is asked about one map: 4·5·96 elements.
       jax.eval_shape(functools.partial(fj.unroll, height=4, width=5),
                      jnp.zeros((2, 3, 96), jnp.bfloat16),
                      jnp.eye(96, dtype=jnp.bfloat16),
                      jnp.eye(96, dtype=jnp.bfloat16))
     self.assertEqual(asked, [(jnp.dtype(jnp.bfloat16), 256, 2**20),
                              (jnp.dtype(jnp.float16), 100, 64),
-                             (jnp.dtype(jnp.bfloat16), 96,
-                              2 * 3 * 4 * 5 * 96)])
+                             (jnp.dtype(jnp.bfloat16), 96, 4 * 5 * 96)])
 
   @parameterized.named_parameters(("auto", "auto"), ("xla", "xla"))
   def test_lowering_platform_decides_not_the_default_backend(

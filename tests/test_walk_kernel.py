@@ -27,6 +27,7 @@ forward, no column splits, HIGH/HIGHEST float32, no normalization).
 
 import dataclasses
 import functools
+from unittest import mock
 import warnings
 
 from absl.testing import absltest
@@ -172,8 +173,61 @@ class WalkKernelTest(parameterized.TestCase):
     self.assertFalse(wk.is_supported(jnp.float64, 64))
     self.assertFalse(wk.is_supported(jnp.float32, 24))
     self.assertFalse(wk.is_supported(jnp.float32, wk.MAX_CHANNELS + 16))
+    # One 256×256 map of C=1024 fits a launch, whatever the batch; a map of
+    # 2³¹ elements does not.
+    self.assertTrue(wk.is_supported(jnp.bfloat16, 1024,
+                                    image_elements=256 * 256 * 1024))
     self.assertFalse(wk.is_supported(jnp.bfloat16, 512,
-                                     canvas_elements=2**31))
+                                     image_elements=2**31))
+
+  def test_launch_size(self):
+    # The paper's batch of 32 (2³¹ elements) takes two launches, whether its
+    # last phase is horizontal_first's vertical one [32, 256, 256, 1024] or
+    # vertical_first's horizontal one [32·256, 256, 1, 1024]; half the batch
+    # takes one.
+    self.assertEqual(wk.tuning.launch_size(32, 256, 256, 1024), 16)
+    self.assertEqual(wk.tuning.launch_size(32 * 256, 256, 1, 1024), 4096)
+    self.assertEqual(wk.tuning.launch_size(16, 256, 256, 1024), 16)
+    # The largest divisor of P that fits: 31 rows fit, 3·7 = 21 divides 63.
+    self.assertEqual(wk.tuning.launch_size(63, 256, 256, 1024), 21)
+    with self.assertRaisesRegex(ValueError,
+                                "int32 limit.*implementation='xla'"):
+      wk.tuning.launch_size(2, 2048, 1024, 1024)
+
+  @parameterized.parameters(jnp.float32, jnp.bfloat16)
+  def test_launches_over_p_give_the_one_launch_values(self, dtype):
+    # P = 4 rows of canvas [L=5, Q=2, C=16] under a limit that fits two
+    # (the padding reserve plus two rows): two launches of two.
+    shape, num_back, num_forward = (4, 1, 2, 16), 2, 2
+    row = 5 * 2 * 16
+    limit = wk.tuning._PADDING_ROWS * 16 + 2 * row
+    block, matrix_t, cotangent = _case_data(dtype, shape, num_back,
+                                            num_forward, seed=3)
+    kwargs = dict(num_back=num_back, num_forward=num_forward, eps=EPS,
+                  normalized=True, precision=jax.lax.Precision.HIGHEST,
+                  interpret=True,
+                  config=wk.KernelConfig(block_walkers=16, block_columns=16,
+                                         block_k=16))
+    args = (jnp.asarray(block, dtype), jnp.asarray(matrix_t, dtype),
+            jnp.float32(0.8))
+
+    def forward_and_backward(block, matrix_t, step, cotangent):
+      canvas = wk.grow_forward(block, matrix_t, step, **kwargs)
+      return canvas, wk.grow_backward(canvas, cotangent, matrix_t, step,
+                                      **kwargs)
+
+    inputs = args + (jnp.asarray(cotangent, dtype),)
+    one_launch = _run(forward_and_backward, *inputs)
+    with mock.patch.object(wk.tuning, "MAX_CANVAS_ELEMENTS", limit):
+      self.assertEqual(wk.tuning.launch_size(4, 5, 2, 16), 2)
+      two_launches = _run(forward_and_backward, *inputs)
+    tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+    for name, actual, wanted in zip(
+        ("canvas", "d_block", "d_matrix_t", "d_step"),
+        jax.tree.leaves(two_launches), jax.tree.leaves(one_launch)):
+      with self.subTest(name):
+        self.assertEqual(actual.dtype, wanted.dtype)
+        self.assertLess(_relative_error(actual, wanted), tolerance)
 
   @parameterized.product(lanes=(16, 64, 1000, 4096, 40000),
                          channels=(48, 512, 1024), backward=(False, True))
@@ -244,7 +298,9 @@ class CudaLoweringTest(parameterized.TestCase):
 
   @parameterized.parameters(
       *[(n, c, side, jnp.bfloat16) for n, c, side in BENCHMARK_SHAPES],
-      (8, 512, 256, jnp.float32))
+      (8, 512, 256, jnp.float32),
+      # The paper's batch of 32: a map of 2³¹ elements, two launches.
+      (32, 1024, 256, jnp.bfloat16))
   def test_default_configs_lower(self, batch, channels, side, dtype):
     for _, num_p, back, forward in _phase_shapes(batch, channels, side):
       for backward in (False, True):

@@ -83,8 +83,10 @@ two-phase) and ``12/W`` (backward) of a bf16 map's bytes.
 anywhere, for tests). TPUs are out of scope: callers fall back to XLA there.
 jax ≥ 0.11 deprecates the Pallas Triton backend and warns
 (``DeprecationWarning``) whenever such a kernel is lowered. Canvas offsets
-are int32, so a canvas must hold fewer than 2³¹ elements (:func:`is_supported`
-checks it when given ``canvas_elements``).
+are int32, so a phase of 2³¹ elements or more runs as several launches over
+``P``, one after another (:func:`tuning.launch_size`; walkers of different
+``p`` never meet, so the values are those of one launch); one map must fit
+(:func:`is_supported` checks it when given ``image_elements``).
 
 Modules
 -------

@@ -197,10 +197,41 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   if height < 1:
     raise ValueError(f"canvas has {length} lines, fewer than num_back="
                      f"{num_back} + num_forward={num_forward} + 1.")
-  dtype = canvas.dtype
   f32 = jnp.float32
   if num_back == 0 and num_forward == 0:
     return (cotangent, jnp.zeros_like(matrix_t), jnp.zeros((), f32))
+  per_launch = tuning.launch_size(num_p, length, num_q, channels)
+  launch = functools.partial(
+      _launch_backward, matrix_t=matrix_t, step=step, num_back=num_back,
+      num_forward=num_forward, eps=eps, normalized=normalized,
+      precision=precision, interpret=interpret, config=config)
+  if per_launch == num_p:
+    d_block, h = launch(canvas, cotangent)
+  else:
+    # One launch at a time; the launches' moments H add up in float32.
+    def one_launch(h, canvas_and_cotangent):
+      d_block, h_launch = launch(*canvas_and_cotangent)
+      return h + h_launch, d_block
+
+    by_launch = (num_p // per_launch, per_launch, length, num_q, channels)
+    h, d_blocks = lax.scan(
+        one_launch, jnp.zeros((channels, channels), f32),
+        (canvas.reshape(by_launch), cotangent.reshape(by_launch)))
+    d_block = d_blocks.reshape(num_p, height, num_q, channels)
+  step32 = jnp.asarray(step, f32)
+  return (d_block, (step32 * h).astype(canvas.dtype),
+          jnp.sum(matrix_t.astype(f32) * h))
+
+
+def _launch_backward(canvas: Array, cotangent: Array, *, matrix_t: Array,
+                     step: Array, num_back: int, num_forward: int, eps: float,
+                     normalized: bool, precision, interpret: bool,
+                     config: Optional[KernelConfig]) -> Tuple[Array, Array]:
+  """``(d_block in D, H [C, C] float32)`` of one launch's canvas rows."""
+  num_p, length, num_q, channels = canvas.shape
+  height = length - num_back - num_forward
+  dtype = canvas.dtype
+  f32 = jnp.float32
   phase = layout.phase_of((num_p, height, num_q, channels), num_back,
                           num_forward)
   config = tuning.resolve_config(config, phase, dtype, True, interpret)
@@ -248,6 +279,4 @@ def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
     h = h + outer(0, num_back, 1, min(chunk, num_back))
   if num_forward:  # Line l holds +G of the step from line l − 1.
     h = h + outer(num_back + height, num_forward, -1, min(chunk, num_forward))
-  step32 = jnp.asarray(step, f32)
-  return (d_block.astype(dtype), (step32 * h).astype(dtype),
-          jnp.sum(matrix_t.astype(f32) * h))
+  return d_block.astype(dtype), h

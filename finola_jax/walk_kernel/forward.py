@@ -140,7 +140,6 @@ def _forward_kernel(*refs, phase: layout.Phase, config: KernelConfig,
   lax.fori_loop(1, phase.num_steps + 1, walk_step, timed_out)
 
 
-
 def grow_forward(block: Array, matrix_t: Array, step: Array, *,
                  num_back: int, num_forward: int, eps: float,
                  normalized: bool, precision=None, interpret: bool = False,
@@ -170,6 +169,26 @@ def grow_forward(block: Array, matrix_t: Array, step: Array, *,
   tuning.check_arguments("block", block, matrix_t, num_back, num_forward)
   if num_back == 0 and num_forward == 0:
     return block
+  num_p, height, num_q, channels = block.shape
+  length = num_back + height + num_forward
+  per_launch = tuning.launch_size(num_p, length, num_q, channels)
+  launch = functools.partial(
+      _launch_forward, matrix_t=matrix_t, step=step, num_back=num_back,
+      num_forward=num_forward, eps=eps, normalized=normalized,
+      precision=precision, interpret=interpret, config=config)
+  if per_launch == num_p:
+    return launch(block)
+  # One launch at a time, each writing its rows of the stacked canvas.
+  canvases = lax.map(launch, block.reshape(num_p // per_launch, per_launch,
+                                           height, num_q, channels))
+  return canvases.reshape(num_p, length, num_q, channels)
+
+
+def _launch_forward(block: Array, *, matrix_t: Array, step: Array,
+                    num_back: int, num_forward: int, eps: float,
+                    normalized: bool, precision, interpret: bool,
+                    config: Optional[KernelConfig]) -> Array:
+  """:func:`grow_forward` of a block small enough for one launch."""
   dtype = block.dtype
   phase = layout.phase_of(block.shape, num_back, num_forward)
   config = tuning.resolve_config(config, phase, dtype, False, interpret)

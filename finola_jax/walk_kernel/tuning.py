@@ -22,31 +22,65 @@ SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16),
                     jnp.dtype(jnp.float16))
 CHANNEL_MULTIPLE = 16  # The smallest tile edge Triton's dot accepts.
 MAX_CHANNELS = 4096
-# Offsets into the canvas are int32 (with room for a row past the end).
+# Offsets into one launch's canvas and scratch are int32 (with room for a
+# row past the end); larger phases are split over P into several launches.
 MAX_CANVAS_ELEMENTS = 2**31 - 2 * MAX_CHANNELS
+# Lanes are padded to a multiple of block_walkers (≤ 128) and the scratch
+# holds two rows of C per lane (two parities): a launch keeps this many rows
+# of C spare for the padding.
+_PADDING_ROWS = 4 * 128
 
 _DEFAULT_NUM_CORES = 132  # H100 SXM.
 
 
+def _launch_budget(channels: int) -> int:
+  """Elements a launch's largest buffer may hold, padding aside."""
+  return MAX_CANVAS_ELEMENTS - _PADDING_ROWS * channels
+
+
+def launch_size(num_p: int, length: int, num_q: int, channels: int) -> int:
+  """Leading indices per launch of a ``[P, L, Q, C]`` phase.
+
+  The largest divisor of ``P`` whose launches keep every buffer under
+  :data:`MAX_CANVAS_ELEMENTS`: ``P`` itself for any phase under 2³¹
+  elements. Walkers of different ``p`` never interact, so a phase can be
+  cut over ``P`` without changing a value.
+
+  Raises:
+    ValueError: one leading index alone exceeds the limit.
+  """
+  # Per p the canvas holds L·Q·C elements and the scratch 4·Q·C (two
+  # directions, two parities): more when L < 4.
+  per_p = max(length, 4) * num_q * channels
+  fits = _launch_budget(channels) // per_p
+  if fits < 1:
+    raise ValueError(
+        f"One walker row of the canvas [P, L={length}, Q={num_q}, "
+        f"C={channels}] needs {per_p} elements, over the kernel's int32 "
+        f"limit of {MAX_CANVAS_ELEMENTS}; use implementation='xla'.")
+  return max(d for d in range(1, min(fits, num_p) + 1) if num_p % d == 0)
+
+
 def is_supported(dtype, channels: int,
-                 canvas_elements: Optional[int] = None) -> bool:
+                 image_elements: Optional[int] = None) -> bool:
   """Whether the kernels handle maps of ``dtype`` with ``channels`` channels.
 
   Args:
     dtype: the map dtype ``D``.
     channels: ``C``.
-    canvas_elements: optionally, ``P·L·Q·C`` of the largest canvas of the
-      call (offsets are int32).
+    image_elements: optionally, ``H·W·C`` of one map of the call. Phases
+      of any batch are cut into launches under 2³¹ elements
+      (:func:`launch_size`), so only one map has to fit.
 
   Returns:
     True for float32, bfloat16 or float16 with ``C`` a multiple of 16 up to
-    :data:`MAX_CHANNELS` (and a canvas under 2³¹ elements when given).
+    :data:`MAX_CHANNELS` (and one map within the int32 offsets when given).
   """
   if jnp.dtype(dtype) not in SUPPORTED_DTYPES:
     return False
   if channels % CHANNEL_MULTIPLE or not 0 < channels <= MAX_CHANNELS:
     return False
-  return canvas_elements is None or canvas_elements <= MAX_CANVAS_ELEMENTS
+  return image_elements is None or image_elements <= _launch_budget(channels)
 
 
 # --------------------------------------------------------------------------
