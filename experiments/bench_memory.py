@@ -14,8 +14,19 @@ image. Nothing is initialized or computed (the state's shapes come from
 
 CPU figures are an upper bound: on an H100, XLA's temp for the same step
 was about two thirds of the CPU's (README, "Memory").
+
+With --decoder_chunks it picks ``decoder_chunk`` for a memory budget
+(--memory_gib, else the device's own limit where it reports one): at each
+batch it compiles the candidates from the fastest down, 0 (the whole batch
+at once, no recomputation) and then the largest chunks (fewest loop
+iterations), and recommends the first whose arguments and temporaries fit:
+
+  python3 -m experiments.bench_memory \
+    --config=experiments/configs/reconstruct_imagenet256.py --batches=32 \
+    --decoder_chunks=0,8,4,2,1 --memory_gib=80
 """
 
+import functools
 import os
 
 import jax
@@ -43,6 +54,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
       sys_argv=sys_argv)
   flags.DEFINE_list("batches", ["8", "32"], "Per-device batch sizes.",
                     flag_values=flag_values)
+  flags.DEFINE_list(
+      "decoder_chunks", [], "decoder_chunk candidates to compile at each "
+      "batch, best first once ordered (0, then the largest); empty: the "
+      "config's own.", flag_values=flag_values)
+  flags.DEFINE_float(
+      "memory_gib", None, "Memory budget per device (GiB) for recommending "
+      "a decoder_chunk; default: the device's own limit, where it reports "
+      "one.", flag_values=flag_values)
 
 
 def train_step_memory(config, per_device: int):
@@ -59,21 +78,81 @@ def train_step_memory(config, per_device: int):
   return lowered.compile().memory_analysis()
 
 
+def fastest_first(chunks) -> list:
+  """``decoder_chunk`` candidates ordered by speed: 0 (no recomputation),
+  then the largest chunks (fewest iterations of the decoding loop)."""
+  return sorted(set(chunks), key=lambda chunk: (chunk != 0, -chunk))
+
+
+def device_memory_bytes():
+  """The default device's memory limit in bytes, or None if not reported."""
+  stats = jax.local_devices()[0].memory_stats()
+  return (stats or {}).get("bytes_limit")
+
+
+def pick_decoder_chunk(config, per_device: int, chunks, budget_bytes: float,
+                       report=lambda chunk, stats: None):
+  """The fastest ``decoder_chunk`` whose step fits ``budget_bytes``.
+
+  Compiles the candidates fastest first (:func:`fastest_first`), calling
+  ``report(chunk, stats)`` for each, and stops at the first whose arguments
+  and temporaries fit. Returns that chunk, or None if none fits.
+  """
+  for chunk in fastest_first(chunks):
+    trial = config.copy_and_resolve_references()
+    trial.decoder_chunk = chunk
+    stats = train_step_memory(trial, per_device)
+    report(chunk, stats)
+    if stats.argument_size_in_bytes + stats.temp_size_in_bytes <= budget_bytes:
+      return chunk
+  return None
+
+
 def main(argv):
   del argv
   config = FLAGS.config
-  print(f"| per-device batch | arguments GiB | temp GiB | total GiB | "
-        f"GiB per image |\n|---|---|---|---|---|")
-  for per_device in map(int, FLAGS.batches):
-    stats = train_step_memory(config, per_device)
+  try:
+    chunks = [int(chunk) for chunk in FLAGS.decoder_chunks]
+  except ValueError:
+    chunks = [-1]
+  if any(chunk < 0 for chunk in chunks):
+    raise app.UsageError("--decoder_chunks must be integers >= 0, got "
+                         f"{','.join(FLAGS.decoder_chunks)}.")
+  budget = (FLAGS.memory_gib * GIB if FLAGS.memory_gib is not None
+            else device_memory_bytes())
+  if chunks and budget is None:
+    raise app.UsageError(
+        f"--decoder_chunks needs a budget: this {jax.devices()[0].platform} "
+        "device reports no memory limit; give --memory_gib.")
+
+  def report(per_device, chunk, stats):
     arguments = stats.argument_size_in_bytes / GIB
     temp = stats.temp_size_in_bytes / GIB
-    print(f"| {per_device} | {arguments:.2f} | {temp:.2f} | "
+    print(f"| {per_device} | {chunk} | {arguments:.2f} | {temp:.2f} | "
           f"{arguments + temp:.2f} | {temp / per_device:.3f} |", flush=True)
+
+  print("| per-device batch | decoder_chunk | arguments GiB | temp GiB | "
+        "total GiB | GiB per image |\n|---|---|---|---|---|---|")
+  picks = {}
+  for per_device in map(int, FLAGS.batches):
+    if chunks:
+      picks[per_device] = pick_decoder_chunk(
+          config, per_device, chunks, budget,
+          report=functools.partial(report, per_device))
+    else:
+      report(per_device, config.decoder_chunk,
+             train_step_memory(config, per_device))
   print(f"({jax.devices()[0].platform}, {config.image_size}², stride "
         f"{config.stride}, C={config.channels}, precision {config.precision}, "
         f"decoder {config.get('decoder', '-')}, encoder "
         f"{encoders.encoder_name(config)})")
+  for per_device, chunk in picks.items():
+    if chunk is None:
+      print(f"batch {per_device}: no decoder_chunk of {chunks} fits "
+            f"{budget / GIB:.1f} GiB.")
+    else:
+      print(f"batch {per_device}: --config.decoder_chunk={chunk} (the "
+            f"fastest that fits {budget / GIB:.1f} GiB).")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,40 @@ def test_bench_memory_compiles_the_train_step_of_a_config():
   assert temps[1] - temps[0] >= 6 * 16 * 16 * 8 * 4, temps
 
 
+def test_bench_memory_picks_the_fastest_decoder_chunk_that_fits(monkeypatch):
+  assert bench_memory.fastest_first([1, 4, 0, 2, 4]) == [0, 4, 2, 1]
+  config = helpers.tiny_config(**{"stride": 1, "encoder_depth": 0})
+  compiled = {}
+
+  def compile_once(config, per_device):
+    key = (config.decoder_chunk, per_device)
+    if key not in compiled:
+      compiled[key] = train_step_memory(config, per_device)
+    return compiled[key]
+
+  train_step_memory = bench_memory.train_step_memory
+  monkeypatch.setattr(bench_memory, "train_step_memory", compile_once)
+  totals = {}
+
+  def total(chunk, stats):
+    totals[chunk] = stats.argument_size_in_bytes + stats.temp_size_in_bytes
+
+  # Decoding fewer examples at a time keeps fewer activations alive.
+  assert bench_memory.pick_decoder_chunk(config, 8, [0, 4, 2], float("inf"),
+                                         report=total) == 0
+  assert bench_memory.pick_decoder_chunk(config, 8, [4, 2], 0,
+                                         report=total) is None
+  assert totals[0] > totals[4] > totals[2], totals
+  # A budget between chunk 4's step and chunk 2's takes chunk 2, having
+  # tried the faster ones first.
+  tried = []
+  budget = (totals[4] + totals[2]) / 2
+  assert bench_memory.pick_decoder_chunk(
+      config, 8, [2, 0, 1, 4], budget,
+      report=lambda chunk, _: tried.append(chunk)) == 2
+  assert tried == [0, 4, 2]
+
+
 def test_bench_train_counts_the_unroll_analytically():
   config = helpers.tiny_config(stride=1, channels=8)
   # 255 new positions of a 16×16 map, one 8×8 matvec each, ×3 for the
