@@ -18,6 +18,7 @@ from experiments import bench_memory
 from experiments import bench_train
 from experiments import detect
 from experiments import linear_probe
+import finola_jax
 from finola_jax import tasks
 from finola_jax.tasks import detection
 from finola_jax.tasks import probe
@@ -242,6 +243,23 @@ def test_bench_memory_compiles_the_train_step_of_a_config():
   # Activations grow with the batch, at least by the 6 maps of 16×16×8
   # float32 the added examples' feature maps alone take.
   assert temps[1] - temps[0] >= 6 * 16 * 16 * 8 * 4, temps
+
+
+def test_logging_the_map_sizes_keeps_no_batch_of_maps_alive(monkeypatch):
+  # The paper's step (bfloat16, decoder_chunk=1) once kept twice its
+  # temporaries for these statistics; here a whole batch of float32 |z|.
+  config = helpers.tiny_config(**{"stride": 1, "encoder_depth": 0,
+                                  "precision": "bfloat16",
+                                  "decoder_chunk": 1})
+  batch = 16
+  logged = bench_memory.train_step_memory(config, batch).temp_size_in_bytes
+  monkeypatch.setattr(
+      finola_jax, "map_statistics",
+      lambda maps: {"max_abs_z": 0.0, "mean_abs_z": 0.0,
+                    "edge_to_centre": 0.0})
+  unlogged = bench_memory.train_step_memory(config, batch).temp_size_in_bytes
+  one_map = 16 * 16 * config.channels * 4  # one example's, in float32
+  assert logged - unlogged <= one_map, (logged, unlogged)
 
 
 def test_bench_memory_picks_the_fastest_decoder_chunk_that_fits(monkeypatch):
