@@ -207,7 +207,7 @@ def test_paths_combine_and_watched_quantities(images):
                              jnp.mean(maps, axis=1), rtol=1e-6)
   chex.assert_trees_all_close(
       {k: metrics[k] for k in ("max_abs_z", "mean_abs_z", "edge_to_centre")},
-      finola_jax.map_statistics(maps[:1]), rtol=1e-5)
+      finola_jax.map_statistics(maps), rtol=1e-5)
   assert set(task.parameter_metrics(params)) == {
       "A_spectral_norm", "B_spectral_norm", "A_symmetric_max_eig",
       "B_symmetric_max_eig"}
