@@ -333,19 +333,23 @@ def test_masked_paths(masking):
     ("pretrain_masked", dict(pooling="attention"), "pooling"),
     ("reconstruct", dict(q_norm="layer"), "q_norm"),
     ("pretrain_masked", dict(q_norm="rms"), "q_norm"),
+    ("reconstruct", dict(upsampler_norm="batch"), "upsampler_norm"),
 ])
-def test_multipath_keys_are_validated(name, overrides, key):
+def test_model_keys_are_validated(name, overrides, key):
   with pytest.raises(run_config.ConfigError, match=rf"config\.{key} must"):
     tasks.create_task(helpers.tiny_config(name, **overrides))
 
 
 def test_configs_saved_before_the_keys_build_the_single_path_model(images):
   config = helpers.tiny_config()
-  for key in {**layers.MULTIPATH_DEFAULTS, **layers.Q_NORM_DEFAULTS}:
+  for key in {**layers.MULTIPATH_DEFAULTS, **layers.Q_NORM_DEFAULTS,
+              **layers.UPSAMPLER_NORM_DEFAULTS}:
     del config[key]
   task = tasks.create_task(config)
   shapes = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
   assert shapes["matrices"]["A"].shape == (config.channels, config.channels)
+  assert sorted(shapes["upsampler"]) == [f"Conv_{i}" for i in range(
+      len(shapes["upsampler"]))]
 
 
 # ------------------------------------------------- the unroll, watched ---

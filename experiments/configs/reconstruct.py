@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder_width = 16
   config.encoder_depth = 3
   config.decoder_width = 32
+  # The upsampler's hidden convolutions: "none" (plain, the paper's), or a
+  # normalization before each swish: "group" (GroupNorm, as in the
+  # encoder's blocks) or "layer" (LayerNorm over each position's channels).
+  config.upsampler_norm = "none"
   # finola: normalized unroll; linear: without normalization (QB-Heat);
   # dense: q → dense layer → map.
   config.decoder = "finola"

@@ -57,6 +57,7 @@ class Autoencoder(nn.Module):
     else:
       self.matrices = layers.finola_matrices(config, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
+                                      layers.upsampler_norm(config),
                                       dtype=dtype)
 
   @property

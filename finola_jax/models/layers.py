@@ -86,26 +86,55 @@ class ResNetEncoder(nn.Module):
     return nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="project")(nn.swish(x))
 
 
+# Normalization inside the upsampler, between each hidden convolution and
+# its swish: "none" (the paper's plain convolutions), "group" (GroupNorm,
+# over positions and a group of channels) or "layer" (LayerNorm, over the
+# channels of each position). The default is also the value of configs
+# saved before the key.
+UPSAMPLER_NORMS = ("none", "group", "layer")
+UPSAMPLER_NORM_DEFAULTS = {"upsampler_norm": "none"}
+
+
+def upsampler_norm(config) -> str:
+  """``config.upsampler_norm``, with the default of configs saved before it."""
+  return config.get("upsampler_norm", UPSAMPLER_NORM_DEFAULTS["upsampler_norm"])
+
+
 class Upsampler(nn.Module):
   """Feature map ``[B, h, w, C]`` at stride ``s`` → pixels ``[B, s·h, s·w, 3]``.
 
   ``log2(s)`` blocks of (nearest ×2 upsampling, conv3×3, swish), then three
   3×3 convolutions; at ``s = 1`` the decoder is exactly those three
-  convolutions, as in the paper.
+  convolutions, as in the paper. ``norm`` puts a normalization before
+  each swish: ``"group"`` a GroupNorm (``gcd(width, 8)`` groups over the
+  positions), ``"layer"`` a LayerNorm over each position's channels; both
+  per example, so decoding in chunks is unchanged. ``"none"`` has the
+  parameters of checkpoints saved before the option.
   """
   stride: int = 1
   width: int = 64
+  norm: str = "none"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, feature_map):
+    if self.norm not in UPSAMPLER_NORMS:
+      raise ValueError(f"Unknown upsampler norm {self.norm!r}; expected one "
+                       f"of {UPSAMPLER_NORMS}.")
+
+    def hidden(x):
+      x = nn.Conv(self.width, (3, 3), dtype=self.dtype)(x)
+      if self.norm == "group":
+        x = nn.GroupNorm(_groups(self.width), dtype=self.dtype)(x)
+      elif self.norm == "layer":
+        x = nn.LayerNorm(dtype=self.dtype)(x)
+      return nn.swish(x)
+
     x = feature_map
     for _ in range(log2(self.stride)):
       batch, h, w, c = x.shape
-      x = jax.image.resize(x, (batch, 2 * h, 2 * w, c), "nearest")
-      x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
-    x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
-    x = nn.swish(nn.Conv(self.width, (3, 3), dtype=self.dtype)(x))
+      x = hidden(jax.image.resize(x, (batch, 2 * h, 2 * w, c), "nearest"))
+    x = hidden(hidden(x))
     pixels = nn.Conv(3, (3, 3), dtype=self.dtype)(x)
     return pixels.astype(jnp.float32) + 0.5  # centred on mid-grey
 

@@ -106,6 +106,7 @@ class MaskedFinola(nn.Module):
       self.block_projection = nn.Dense(paths * config.channels, dtype=dtype)
     self.matrices = layers.finola_matrices(config, paths)
     self.upsampler = layers.Upsampler(config.stride, config.decoder_width,
+                                      layers.upsampler_norm(config),
                                       dtype=dtype)
 
   @property

@@ -37,6 +37,7 @@ def create_task(config: ml_collections.ConfigDict) -> step.Task:
   run_config.validate_model(config)
   validate_multipath(config)
   validate_encoder(config)
+  validate_upsampler(config)
   task_class = TASKS[config.task]
   task_class.validate_config(config)
   return task_class(ml_collections.FrozenConfigDict(config))
@@ -59,6 +60,17 @@ def validate_multipath(config: ml_collections.ConfigDict) -> None:
                    f"be one of {layers.COMBINES}", combine)
   run_config.check(layers.q_norm(config) in layers.Q_NORMS, "q_norm",
                    f"be one of {layers.Q_NORMS}", layers.q_norm(config))
+
+
+def validate_upsampler(config: ml_collections.ConfigDict) -> None:
+  """Checks ``upsampler_norm`` (absent: ``"none"``).
+
+  Raises:
+    ConfigError: naming the key when its value is refused.
+  """
+  norm = layers.upsampler_norm(config)
+  run_config.check(norm in layers.UPSAMPLER_NORMS, "upsampler_norm",
+                   f"be one of {layers.UPSAMPLER_NORMS}", norm)
 
 
 def validate_encoder(config: ml_collections.ConfigDict) -> None:
