@@ -352,6 +352,21 @@ def test_configs_saved_before_the_keys_build_the_single_path_model(images):
       len(shapes["upsampler"]))]
 
 
+@pytest.mark.parametrize("norm,module", [("group", "GroupNorm"),
+                                         ("layer", "LayerNorm")])
+def test_upsampler_norm_adds_one_normalization_per_hidden_convolution(
+    norm, module):
+  config = helpers.tiny_config(upsampler_norm=norm)
+  task = tasks.create_task(config)
+  upsampler = jax.eval_shape(task.init_params,
+                             jax.random.PRNGKey(0))["upsampler"]
+  convolutions = sorted(k for k in upsampler if k.startswith("Conv_"))
+  norms = sorted(k for k in upsampler if k.startswith(module))
+  assert len(norms) == len(convolutions) - 1  # not after the last, to pixels
+  assert len(convolutions) + len(norms) == len(upsampler)
+  assert upsampler[norms[0]]["scale"].shape == (config.decoder_width,)
+
+
 # ------------------------------------------------- the unroll, watched ---
 
 

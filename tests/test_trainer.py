@@ -474,8 +474,8 @@ def test_decoding_in_chunks_changes_no_loss_or_gradient():
   """``decoder_chunk`` (a loop that recomputes the decoder) only saves memory.
 
   The masked model decodes through the same ``layers.decode_in_chunks``.
-  With the upsampler's group normalization, which is per example, so
-  chunks keep it (the plain upsampler's chunks: test_numerics).
+  Run with the upsampler's group normalization: it is per example, so the
+  chunks must not change it (the plain upsampler's chunks: test_numerics).
   """
   images = jax.random.uniform(jax.random.PRNGKey(1), (4, SIZE, SIZE, 3))
   keys = jax.random.split(jax.random.PRNGKey(2), 4)
