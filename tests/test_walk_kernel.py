@@ -27,6 +27,7 @@ forward, no column splits, HIGH/HIGHEST float32, no normalization).
 
 import dataclasses
 import functools
+import re
 from unittest import mock
 import warnings
 
@@ -334,6 +335,42 @@ class CudaLoweringTest(parameterized.TestCase):
     self._lower_phase(jnp.bfloat16, 16, 5, 5, 256, normalized=False)
     self._lower_phase(jnp.bfloat16, 16, 5, 5, 256, normalized=False,
                       backward=True)
+
+  def test_paths_stacked_past_two_to_the_32_bytes_address_in_64_bits(self):
+    # unroll_paths is a vmap: M paths' canvases form one buffer of the
+    # launch, larger than any path's (here 4 × 2³⁰ bfloat16 elements).
+    # Pallas' Triton lowering then computes its offsets in int64, so no
+    # path count can overflow them.
+    try:
+      from jax._src.pallas.triton import lowering as triton_lowering  # pylint: disable=g-import-not-at-top
+      lower_module = triton_lowering.lower_jaxpr_to_triton_module
+    except (ImportError, AttributeError):
+      self.skipTest("this jax has no Pallas Triton lowering to inspect")
+    modules = []
+
+    def capture(*args, **kwargs):
+      result = lower_module(*args, **kwargs)
+      modules.append(result.module.operation.get_asm())
+      return result
+
+    paths, num_p, channels = 4, 16 * 256, 1024
+    sds = jax.ShapeDtypeStruct
+    grow = functools.partial(wk.grow_forward, num_back=128, num_forward=127,
+                             eps=EPS, normalized=True, precision=None)
+    with mock.patch.object(triton_lowering, "lower_jaxpr_to_triton_module",
+                           capture):
+      try:
+        _lower(jax.vmap(grow, in_axes=(0, 0, None)),
+               sds((paths, num_p, 1, 1, channels), jnp.bfloat16),
+               sds((paths, channels, channels), jnp.bfloat16),
+               sds((), jnp.float32))
+      except RuntimeError as e:
+        if "No supported GPU devices" in str(e):
+          self.skipTest("this jax lowers Triton kernels only with a GPU")
+        raise
+    self.assertLen(modules, 1)  # One launch for the M paths.
+    self.assertIsNotNone(re.search(r"tt\.addptr[^\n]*i64", modules[0]),
+                         "no 64-bit offset in the kernel's Triton IR")
 
 
 if __name__ == "__main__":

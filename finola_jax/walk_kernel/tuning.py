@@ -22,8 +22,12 @@ SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16),
                     jnp.dtype(jnp.float16))
 CHANNEL_MULTIPLE = 16  # The smallest tile edge Triton's dot accepts.
 MAX_CHANNELS = 4096
-# Offsets into one launch's canvas and scratch are int32 (with room for a
-# row past the end); larger phases are split over P into several launches.
+# Phases larger than this are split over P into several launches, each
+# addressed with int32 offsets (with room for a row past the end). Pallas'
+# Triton lowering would itself switch a buffer over 2³² bytes to int64
+# offsets (tests/test_walk_kernel.py checks the IR), so the split is not
+# needed for correctness: it trades copying each launch's slice for 32-bit
+# addressing, which of the two is faster is not yet timed on a GPU.
 MAX_CANVAS_ELEMENTS = 2**31 - 2 * MAX_CHANNELS
 # Lanes are padded to a multiple of block_walkers (≤ 128) and the scratch
 # holds two rows of C per lane (two parities): a launch keeps this many rows
