@@ -111,13 +111,10 @@ def pick_decoder_chunk(config, per_device: int, chunks, budget_bytes: float,
 def main(argv):
   del argv
   config = FLAGS.config
-  try:
-    chunks = [int(chunk) for chunk in FLAGS.decoder_chunks]
-  except ValueError:
-    chunks = [-1]
-  if any(chunk < 0 for chunk in chunks):
+  if not all(chunk.isdigit() for chunk in FLAGS.decoder_chunks):
     raise app.UsageError("--decoder_chunks must be integers >= 0, got "
                          f"{','.join(FLAGS.decoder_chunks)}.")
+  chunks = [int(chunk) for chunk in FLAGS.decoder_chunks]
   budget = (FLAGS.memory_gib * GIB if FLAGS.memory_gib is not None
             else device_memory_bytes())
   if chunks and budget is None:

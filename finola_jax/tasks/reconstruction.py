@@ -103,13 +103,13 @@ class ReconstructionTask(step.Task):
 
   def loss(self, params, batch, example_keys):
     """Pixel MSE; the metrics add the sizes of the unrolled maps
-    (``finola_jax.map_statistics``, reductions of maps made anyway)."""
+    (``finola_jax.map_statistics``: cheap reductions of maps made anyway)."""
     del example_keys  # deterministic
     pixels, maps = self.model.apply({"params": params}, batch["image"],
                                     method=autoencoder.Autoencoder.reconstruct_with_maps)
     mse = jnp.mean(jnp.square(pixels.astype(jnp.float32) - batch["image"]))
-    sizes = finola_jax.map_statistics(jax.lax.stop_gradient(maps))
-    return mse, dict(sizes, mse=mse)
+    return mse, dict(finola_jax.map_statistics(jax.lax.stop_gradient(maps)),
+                     mse=mse)
 
   def parameter_metrics(self, params):
     """``finola_jax.matrix_statistics`` of ``A``, ``B`` (none for ``dense``)."""

@@ -27,7 +27,7 @@ MAX_CHANNELS = 4096
 # Triton lowering would itself switch a buffer over 2³² bytes to int64
 # offsets (tests/test_walk_kernel.py checks the IR), so the split is not
 # needed for correctness: it trades copying each launch's slice for 32-bit
-# addressing, which of the two is faster is not yet timed on a GPU.
+# addressing. Which of the two is faster has not been timed on a GPU.
 MAX_CANVAS_ELEMENTS = 2**31 - 2 * MAX_CHANNELS
 # Lanes are padded to a multiple of block_walkers (≤ 128) and the scratch
 # holds two rows of C per lane (two parities): a launch keeps this many rows
