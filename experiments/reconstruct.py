@@ -20,7 +20,10 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 
+from finola_jax.models import autoencoder
+from finola_jax.models import encoders
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
 from finola_jax.train import run_config
@@ -43,6 +46,14 @@ def train_and_evaluate(config, workdir: str):
   crops).
   """
   run_config.check_choice(config, "task", ["reconstruction"])
+  code_size = config.get("paths", 1) * config.channels
+  rank_bound = autoencoder.code_rank_bound(config)
+  if rank_bound < code_size:
+    logging.warning(
+        "q's %d numbers span at most %d dimensions: pooling='mean' is linear "
+        "after the encoder's last %d-channel map (autoencoder.code_rank_bound;"
+        " a wider encoder lifts it). The PCA baseline keeps %d components.",
+        code_size, rank_bound, encoders.map_width(config), code_size)
   metrics = trainer.train_and_evaluate(config, workdir)
   return dict(metrics, **trainer.baseline_scores(
       config, trainer.validation_batches_fn(config)()))

@@ -22,7 +22,9 @@ skipped when absent) and reports beside PSNR/SSIM:
 * whether training stayed finite (a non-finite step stops the row: its
   scores are NaN, its max |z| at the end that of its last finite checkpoint);
 * in sweep.json, the spectral norms of A and B and the largest eigenvalues
-  of their symmetric parts after training (``*_end``).
+  of their symmetric parts after training (``*_end``), and how many
+  dimensions q can span (``code_rank_bound``, which can be below the PCA
+  code's size: ``autoencoder.code_rank_bound``).
 
 Writes ROOT/sweep.json (after every row), ROOT/sweep.md (the table) and
 ROOT/sweep.png (PSNR against map side, one line per decoder, one panel per
@@ -60,6 +62,7 @@ from experiments import reconstruct
 from experiments import sweep_rows
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
+from finola_jax.models import autoencoder
 from finola_jax.models import layers
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
@@ -192,6 +195,7 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
       max_abs_z_init=sweep_rows.max_abs_map(config, initial,
                                             validation_images),
       max_abs_z_end=max_abs_z_end,
+      code_rank_bound=autoencoder.code_rank_bound(config),
       wall_s=round(time.time() - start, 1), **matrices_end,
       **parameter_counts(params))
 

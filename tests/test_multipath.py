@@ -287,6 +287,29 @@ def test_q_norm_cap_bounds_only_initial_vectors_larger_than_z_hat():
               atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("paths", [1, 2])
+def test_mean_pooled_codes_span_the_encoders_last_width(paths):
+  """pooling="mean": the M·C numbers of q are linear in the mean of the
+  encoder's last nonlinear map (here 4 channels: stages of 2 and 4), so
+  over many images they span exactly that many dimensions, as
+  ``code_rank_bound`` says (and a PCA code of M·C components is larger)."""
+  config = _model_config(encoder_width=1, encoder_depth=2, channels=8,
+                         paths=paths, stride=4, image_size=8)
+  model = autoencoder.Autoencoder(config)
+  images = jax.random.uniform(jax.random.PRNGKey(1), (48, 8, 8, 3))
+  params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+  q = np.asarray(model.apply({"params": params}, images,
+                             method=autoencoder.Autoencoder.encode),
+                 np.float64).reshape(len(images), -1)
+  singular = np.linalg.svd(q - q.mean(axis=0), compute_uv=False)
+  assert q.shape[1] == paths * 8
+  assert np.sum(singular > 1e-4 * singular[0]) == 4
+  assert autoencoder.code_rank_bound(config) == 4
+  attention = _model_config(encoder_width=1, encoder_depth=2, channels=8,
+                            paths=paths, pooling="attention")
+  assert autoencoder.code_rank_bound(attention) == paths * 8
+
+
 @pytest.mark.parametrize("masking", ["quadrant", "random"])
 def test_masked_paths(masking):
   """Masked FINOLA: the encoder's map has M·C channels; path m completes

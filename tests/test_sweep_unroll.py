@@ -29,6 +29,7 @@ def test_sweep_writes_table_plot_and_finite_rows(tmp_path):
     assert math.isfinite(row[key]), (key, row)
   assert row["map_params"] == 2 * 8 * 8  # A and B
   assert 0 < row["upsampler_params"] < row["total_params"]
+  assert row["code_rank_bound"] == 8  # The encoder's last stage: 2 × 4 = C.
   for split in ("val", "kodak"):
     assert 0 < result["mean_colour"]["4"][split]["psnr"] < 100
   # The dense layer (4·4·8 outputs from 8 inputs, and biases) is over 200.

@@ -23,6 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_size = 256
   config.stride = 1
   config.channels = 1024
+  # The encoder's last stage has 8 × 64 = 512 channels, and q is linear in
+  # their mean: its 1,024 numbers span at most 512 dimensions
+  # (docs/experiments.md, "How many numbers q really has"); width 128 lifts
+  # that, at about 4× the encoder's FLOPs (not measured).
   config.encoder_width = 64
   config.encoder_depth = 5
   config.decoder_width = 64

@@ -15,6 +15,29 @@ from finola_jax.models import layers
 DECODERS = ("finola", "linear", "dense")
 
 
+def code_rank_bound(config) -> int:
+  """How many dimensions the ``M·C`` numbers of q can span over all images.
+
+  With ``pooling="mean"`` each q is the encoder's last nonlinear map
+  (:func:`encoders.map_width` channels, F) through linear layers only (the
+  ResNet's 1×1 projection, the mean over positions, ``to_q``), so the q's
+  lie in an affine space of dimension at most F, whatever ``paths`` and C
+  are; ``q_norm`` rescales each path's q by its own factor, so that each
+  path spans at most ``F + 1`` (its affine space's linear span). With
+  ``"attention"`` or ``"tokens"`` no bound below ``M·C`` is claimed. A PCA
+  code of ``M·C`` components compares fairly only when this is ``M·C``:
+  widen the encoder (ResNet: ``encoder_width ≥ M·C / 8``) to lift it.
+  """
+  paths, pooling, _ = layers.multipath(config)
+  size = paths * config.channels
+  if pooling != "mean":
+    return size
+  width = encoders.map_width(config)
+  if layers.q_norm(config) != "none":
+    return min(size, paths * (width + 1))
+  return min(size, width)
+
+
 class Autoencoder(nn.Module):
   """Encodes an image into M vectors ``q ∈ R^C`` and decodes it back.
 

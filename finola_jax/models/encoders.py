@@ -54,6 +54,19 @@ def num_tokens(config) -> Optional[int]:
   return mobile_former.SIZES[encoder_name(config)].num_tokens
 
 
+def map_width(config) -> int:
+  """The channels of the encoder's last nonlinear map: the ResNet's last
+  stage (its 1×1 projection to ``channels`` that follows is linear), a
+  Mobile-Former's ``D`` (after its ReLU6). Whatever the models compute
+  from that map by linear layers alone (means over positions included)
+  lies in an affine space of at most this dimension."""
+  if is_mobile_former(config):
+    return mobile_former.feature_dims(encoder_name(config))[0]
+  widths = layers.ResNetEncoder.stage_widths(config.encoder_width,
+                                             config.encoder_depth)
+  return widths[-1] if widths else config.encoder_width
+
+
 def create_encoder(config, *, channels: int,
                    downsample: Optional[int] = None) -> nn.Module:
   """The encoder ``config.encoder`` names, computing in ``config.precision``.

@@ -63,9 +63,10 @@ class ResNetEncoder(nn.Module):
   """A small ResNet: ``[B, H, W, 3] → [B, H / 2**d, W / 2**d, C]``.
 
   A 3×3 stem of ``width`` channels, then ``depth`` residual stages that
-  double the width (capped at ``8 * width``); the first ``d = downsample``
-  of them (all by default) halve the resolution. A 1×1 projection to
-  ``channels`` ends it.
+  double the width (capped at ``8 * width``, :meth:`stage_widths`); the
+  first ``d = downsample`` of them (all by default) halve the resolution.
+  A 1×1 projection to ``channels`` ends it: linear, so the output map at
+  each position lies in an affine space of the last stage's width.
   """
   width: int = 32
   depth: int = 3
@@ -73,14 +74,18 @@ class ResNetEncoder(nn.Module):
   downsample: Optional[int] = None
   dtype: Dtype = jnp.float32
 
+  @staticmethod
+  def stage_widths(width: int, depth: int) -> Tuple[int, ...]:
+    """The channels of each residual stage."""
+    return tuple(width * min(2**(stage + 1), 8) for stage in range(depth))
+
   @nn.compact
   def __call__(self, images):
     downsample = self.depth if self.downsample is None else self.downsample
     if not 0 <= downsample <= self.depth:
       raise ValueError(f"downsample={downsample} must be in [0, depth={self.depth}].")
     x = nn.Conv(self.width, (3, 3), dtype=self.dtype, name="stem")(images)
-    for stage in range(self.depth):
-      features = self.width * min(2**(stage + 1), 8)
+    for stage, features in enumerate(self.stage_widths(self.width, self.depth)):
       x = ResidualBlock(features, strides=2 if stage < downsample else 1,
                         dtype=self.dtype)(x)
     return nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="project")(nn.swish(x))
