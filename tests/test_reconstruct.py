@@ -84,7 +84,7 @@ def test_folder_dataset_eval_dir_and_eval_only(tmp_path):
   with pytest.raises(app.UsageError, match="config.channels: saved 8 vs now 16"):
     helpers.run_program(reconstruct, [f"--workdir={workdir}", "--eval_only",
                                       "--config.channels=16"])
-  with pytest.raises(app.UsageError, match="config.steps: saved 12 vs now 1200"):
+  with pytest.raises(app.UsageError, match="config.steps: saved 12 vs now 2400"):
     helpers.run_program(reconstruct, [  # The default config: another run.
         f"--workdir={workdir}", "--eval_only",
         f"--config={reconstruct.DEFAULT_CONFIG}"])
