@@ -46,7 +46,7 @@ def train_and_evaluate(config, workdir: str):
   crops).
   """
   run_config.check_choice(config, "task", ["reconstruction"])
-  code_size = config.get("paths", 1) * config.channels
+  code_size = autoencoder.code_size(config)
   rank_bound = autoencoder.code_rank_bound(config)
   if rank_bound < code_size:
     logging.warning(

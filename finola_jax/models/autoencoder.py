@@ -15,6 +15,11 @@ from finola_jax.models import layers
 DECODERS = ("finola", "linear", "dense")
 
 
+def code_size(config) -> int:
+  """The numbers of q: ``paths × channels`` (M·C)."""
+  return layers.multipath(config)[0] * config.channels
+
+
 def code_rank_bound(config) -> int:
   """How many dimensions the ``M·C`` numbers of q can span over all images.
 
@@ -29,7 +34,7 @@ def code_rank_bound(config) -> int:
   widen the encoder (ResNet: ``encoder_width ≥ M·C / 8``) to lift it.
   """
   paths, pooling, _ = layers.multipath(config)
-  size = paths * config.channels
+  size = code_size(config)
   if pooling != "mean":
     return size
   width = encoders.map_width(config)

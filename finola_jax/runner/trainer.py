@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 from finola_jax import tasks
 from finola_jax.data import input_pipeline
 from finola_jax.data import sources
+from finola_jax.models import autoencoder
 from finola_jax.runner import preemption
 from finola_jax.tasks import reconstruction
 from finola_jax.train import checkpointing
@@ -134,7 +135,7 @@ def baseline_scores(config: ml_collections.ConfigDict,
 def _training_pca(config_json: str) -> reconstruction.PCACode:
   """The PCA code of :func:`baseline_scores` for a config (as JSON)."""
   config = run_config.from_dict(json.loads(config_json))
-  components = config.get("paths", 1) * config.channels
+  components = autoencoder.code_size(config)
   pixels = config.image_size**2 * 3
   count = max(components, min(PCA_CROPS_PER_COMPONENT * components,
                               PCA_MAX_VALUES // pixels))
