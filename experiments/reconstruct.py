@@ -24,6 +24,7 @@ from absl import logging
 
 from finola_jax.models import autoencoder
 from finola_jax.models import encoders
+from finola_jax.models import layers
 from finola_jax.runner import launch
 from finola_jax.runner import trainer
 from finola_jax.train import run_config
@@ -50,10 +51,11 @@ def train_and_evaluate(config, workdir: str):
   rank_bound = autoencoder.code_rank_bound(config)
   if rank_bound < code_size:
     logging.warning(
-        "q's %d numbers span at most %d dimensions: pooling='mean' is linear "
+        "q's %d numbers span at most %d dimensions: pooling=%r is linear "
         "after the encoder's last %d-channel map (autoencoder.code_rank_bound;"
         " a wider encoder lifts it). The PCA baseline keeps %d components.",
-        code_size, rank_bound, encoders.map_width(config), code_size)
+        code_size, rank_bound, layers.multipath(config)[1],
+        encoders.map_width(config), code_size)
   metrics = trainer.train_and_evaluate(config, workdir)
   return dict(metrics, **trainer.baseline_scores(
       config, trainer.validation_batches_fn(config)()))

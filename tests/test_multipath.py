@@ -213,8 +213,8 @@ def test_paths_combine_and_watched_quantities(images):
       "B_symmetric_max_eig"}
 
 
-@pytest.mark.parametrize("pooling", ["attention", "tokens"])
-def test_attention_pooling_shapes_and_gradients(pooling):
+@pytest.mark.parametrize("pooling", ["attention", "tokens", "flatten"])
+def test_pooling_shapes_and_gradients(pooling):
   pool = layers.InitialVectors(channels=C, paths=PATHS, pooling=pooling)
   feature_map = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 5))
   tokens = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 6))
@@ -226,6 +226,15 @@ def test_attention_pooling_shapes_and_gradients(pooling):
   apply = lambda p, f, t: pool.apply({"params": p}, f, t)
   check_grads(apply, (params, feature_map, tokens), order=1, modes=["rev"],
               eps=1e-2, atol=2e-2, rtol=2e-2)
+  if pooling == "flatten":
+    # One dense layer reads every position: moving the features to other
+    # positions changes q, which a mean over positions would not see.
+    kernel, bias = params["to_q"]["kernel"], params["to_q"]["bias"]
+    np.testing.assert_allclose(
+        q.reshape(2, -1), feature_map.reshape(2, -1) @ kernel + bias,
+        rtol=1e-5, atol=1e-6)
+    moved = pool.apply({"params": params}, jnp.roll(feature_map, 1, axis=1))
+    assert np.max(np.abs(moved - q)) > 1e-2
   if pooling == "tokens":
     # Token m, through one dense layer shared by the paths, is q_m; the map
     # and the tokens after the first M play no part.
@@ -287,14 +296,17 @@ def test_q_norm_cap_bounds_only_initial_vectors_larger_than_z_hat():
               atol=2e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("paths", [1, 2])
-def test_mean_pooled_codes_span_the_encoders_last_width(paths):
-  """pooling="mean": the M·C numbers of q are linear in the mean of the
-  encoder's last nonlinear map (here 4 channels: stages of 2 and 4), so
-  over many images they span exactly that many dimensions, as
-  ``code_rank_bound`` says (and a PCA code of M·C components is larger)."""
-  config = _model_config(encoder_width=1, encoder_depth=2, channels=8,
-                         paths=paths, stride=4, image_size=8)
+@pytest.mark.parametrize("pooling,paths,channels,rank", [
+    ("mean", 1, 8, 4), ("mean", 2, 8, 4), ("flatten", 1, 24, 16)])
+def test_pooled_codes_span_what_the_encoders_last_map_allows(
+    pooling, paths, channels, rank):
+  """The M·C numbers of q are linear in the encoder's last nonlinear map
+  (here 2×2 positions of 4 channels: stages of 2 and 4): in its mean with
+  pooling="mean" (4 numbers), in all of it with "flatten" (16). Over many
+  images they span exactly that many dimensions, as ``code_rank_bound``
+  says (and a PCA code of M·C components is larger)."""
+  config = _model_config(encoder_width=1, encoder_depth=2, channels=channels,
+                         paths=paths, pooling=pooling, stride=4, image_size=8)
   model = autoencoder.Autoencoder(config)
   images = jax.random.uniform(jax.random.PRNGKey(1), (48, 8, 8, 3))
   params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
@@ -302,9 +314,9 @@ def test_mean_pooled_codes_span_the_encoders_last_width(paths):
                              method=autoencoder.Autoencoder.encode),
                  np.float64).reshape(len(images), -1)
   singular = np.linalg.svd(q - q.mean(axis=0), compute_uv=False)
-  assert q.shape[1] == paths * 8
-  assert np.sum(singular > 1e-4 * singular[0]) == 4
-  assert autoencoder.code_rank_bound(config) == 4
+  assert q.shape[1] == paths * channels > rank
+  assert np.sum(singular > 1e-4 * singular[0]) == rank
+  assert autoencoder.code_rank_bound(config) == rank
   attention = _model_config(encoder_width=1, encoder_depth=2, channels=8,
                             paths=paths, pooling="attention")
   assert autoencoder.code_rank_bound(attention) == paths * 8

@@ -61,8 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Multi-path FINOLA: M initial vectors, path m unrolled with its own
   # A_m, B_m; the M maps combined by "mean" or "concat" (the decoder then
   # reads M·C channels). pooling makes the vectors from the encoder's last
-  # map: "mean" (then a dense layer) or "attention" (M learned queries), or
-  # "tokens": a Mobile-Former's first M tokens (paths <= its tokens).
+  # map: "mean" (then a dense layer), "attention" (M learned queries),
+  # "flatten" (one dense layer from the whole map: it keeps where each
+  # feature is; its weights fix the image size), or "tokens": a
+  # Mobile-Former's first M tokens (paths <= its tokens).
   config.paths = 1
   config.pooling = "mean"
   config.combine = "mean"

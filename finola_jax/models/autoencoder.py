@@ -27,17 +27,21 @@ def code_rank_bound(config) -> int:
   (:func:`encoders.map_width` channels, F) through linear layers only (the
   ResNet's 1×1 projection, the mean over positions, ``to_q``), so the q's
   lie in an affine space of dimension at most F, whatever ``paths`` and C
-  are; ``q_norm`` rescales each path's q by its own factor, so that each
-  path spans at most ``F + 1`` (its affine space's linear span). With
-  ``"attention"`` or ``"tokens"`` no bound below ``M·C`` is claimed. A PCA
-  code of ``M·C`` components compares fairly only when this is ``M·C``:
-  widen the encoder (ResNet: ``encoder_width ≥ M·C / 8``) to lift it.
+  are; with ``"flatten"`` the same holds of the whole map, ``h·w·F``
+  numbers (:func:`encoders.map_positions`). ``q_norm`` rescales each
+  path's q by its own factor, so that each path spans at most one
+  dimension more (its affine space's linear span). With ``"attention"``
+  or ``"tokens"`` no bound below ``M·C`` is claimed. A PCA code of ``M·C``
+  components compares fairly only when this is ``M·C``: widen the encoder
+  (ResNet: ``encoder_width ≥ M·C / 8``) or flatten to lift it.
   """
   paths, pooling, _ = layers.multipath(config)
   size = code_size(config)
-  if pooling != "mean":
+  if pooling not in ("mean", "flatten"):
     return size
   width = encoders.map_width(config)
+  if pooling == "flatten":
+    width *= encoders.map_positions(config)
   if layers.q_norm(config) != "none":
     return min(size, paths * (width + 1))
   return min(size, width)

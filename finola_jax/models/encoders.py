@@ -67,6 +67,16 @@ def map_width(config) -> int:
   return widths[-1] if widths else config.encoder_width
 
 
+def map_positions(config) -> int:
+  """The positions ``h·w`` of the autoencoder's encoder map for
+  ``config.image_size`` images: the ResNet halves the size in each of its
+  ``encoder_depth`` stages, a Mobile-Former at :func:`encoder_stride`."""
+  stride = (encoder_stride(config) if is_mobile_former(config)
+            else 2**config.encoder_depth)
+  side = -(-config.image_size // stride)
+  return side * side
+
+
 def create_encoder(config, *, channels: int,
                    downsample: Optional[int] = None) -> nn.Module:
   """The encoder ``config.encoder`` names, computing in ``config.precision``.

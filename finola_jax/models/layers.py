@@ -286,7 +286,7 @@ def matrix_metrics(params) -> dict:
 
 
 # Ways to make the M initial vectors and to combine the M unrolled maps.
-POOLINGS = ("mean", "attention", "tokens")
+POOLINGS = ("mean", "attention", "tokens", "flatten")
 COMBINES = ("mean", "concat")
 # The multi-path keys and the values that give the single-path model (also
 # the values of configs saved before the keys existed).
@@ -320,7 +320,12 @@ class InitialVectors(nn.Module):
       the feature map (the paper's attention pooling);
     - ``"tokens"``: the first M of the encoder's ``tokens`` ``[B, T, d]``
       (Mobile-Former's global tokens), each through one shared dense layer
-      ``d → C``: token m is path m's initial vector (``M ≤ T``).
+      ``d → C``: token m is path m's initial vector (``M ≤ T``);
+    - ``"flatten"``: one dense layer from the whole map, flattened
+      (``h·w·F → M·C``). Unlike the others it knows where each feature
+      is, which a mean over positions discards (docs/results/study.md,
+      "Where the encoder loses"); its weights fix ``h×w``, so the images'
+      size, and grow with it: for small crops, not the paper's 256×256.
 
   ``norm`` (one of ``Q_NORMS``) bounds the size of each q_m, with
   ``rms(q) = √(mean_c q_c² + ε)``:
@@ -363,6 +368,10 @@ class InitialVectors(nn.Module):
     if self.pooling == "mean":
       pooled = jnp.mean(feature_map, axis=(1, 2))
       q = nn.Dense(self.paths * self.channels, name="to_q")(pooled)
+      return q.reshape(batch, self.paths, self.channels)
+    if self.pooling == "flatten":
+      q = nn.Dense(self.paths * self.channels, name="to_q")(
+          feature_map.reshape(batch, -1))
       return q.reshape(batch, self.paths, self.channels)
     if self.pooling == "tokens":
       if tokens is None:
