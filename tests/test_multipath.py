@@ -227,14 +227,26 @@ def test_pooling_shapes_and_gradients(pooling):
   check_grads(apply, (params, feature_map, tokens), order=1, modes=["rev"],
               eps=1e-2, atol=2e-2, rtol=2e-2)
   if pooling == "flatten":
-    # One dense layer reads every position: moving the features to other
-    # positions changes q, which a mean over positions would not see.
-    kernel, bias = params["to_q"]["kernel"], params["to_q"]["bias"]
+    # At initialization, the mean pooling's q (every position's weights
+    # equal); once they differ, q depends on where each feature is.
+    kernel = params["to_q"]["kernel"]
+    assert kernel.shape == (9, 5, PATHS * C)
+    mean = layers.InitialVectors(channels=C, paths=PATHS)
     np.testing.assert_allclose(
-        q.reshape(2, -1), feature_map.reshape(2, -1) @ kernel + bias,
-        rtol=1e-5, atol=1e-6)
-    moved = pool.apply({"params": params}, jnp.roll(feature_map, 1, axis=1))
-    assert np.max(np.abs(moved - q)) > 1e-2
+        q, mean.apply({"params": {"to_q": {"kernel": kernel[0],
+                                           "bias": params["to_q"]["bias"]}}},
+                      feature_map), rtol=1e-5, atol=1e-6)
+    trained = jax.tree_util.tree_map(
+        lambda w: w + jax.random.normal(jax.random.PRNGKey(3), w.shape),
+        params)
+    moved = jnp.roll(feature_map, 1, axis=1)
+    q = pool.apply({"params": trained}, feature_map)
+    flat = np.asarray(feature_map, np.float64).reshape(2, 9, 5)
+    np.testing.assert_allclose(
+        q.reshape(2, -1),
+        np.einsum("bpf,pfk->bk", flat, trained["to_q"]["kernel"]) / 9
+        + trained["to_q"]["bias"], rtol=1e-4, atol=1e-5)
+    assert np.max(np.abs(pool.apply({"params": trained}, moved) - q)) > 1e-2
   if pooling == "tokens":
     # Token m, through one dense layer shared by the paths, is q_m; the map
     # and the tokens after the first M play no part.
@@ -310,6 +322,10 @@ def test_pooled_codes_span_what_the_encoders_last_map_allows(
   model = autoencoder.Autoencoder(config)
   images = jax.random.uniform(jax.random.PRNGKey(1), (48, 8, 8, 3))
   params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+  if pooling == "flatten":  # Positions' weights differ once trained.
+    kernel = params["to_q"]["kernel"]
+    params["to_q"]["kernel"] = kernel + jax.random.normal(
+        jax.random.PRNGKey(2), kernel.shape)
   q = np.asarray(model.apply({"params": params}, images,
                              method=autoencoder.Autoencoder.encode),
                  np.float64).reshape(len(images), -1)

@@ -310,6 +310,36 @@ def q_norm(config) -> str:
   return config.get("q_norm", Q_NORM_DEFAULTS["q_norm"])
 
 
+class PerPositionDense(nn.Module):
+  """``[B, h, w, F] → [B, K]``: ``(1/P) Σ_p x_p W_p + b`` over the ``P = h·w``
+  positions, each with its own ``W_p`` ``[F, K]`` (parameter ``kernel``
+  ``[P, F, K]``).
+
+  Every ``W_p`` starts as one shared matrix, so that at initialization this
+  is the mean over positions followed by a dense layer; the ``1/P`` keeps
+  it so in training. Why: Adam moves each weight by about the learning
+  rate whatever its gradient, so the plain dense layer over the ``P·F``
+  flattened inputs moves its output about P times faster than the mean's
+  ``F`` weights do, and on the main job that collapsed the run (the 2×
+  rate's signature, docs/results/study.md).
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, feature_map):
+    batch, height, width, channels = feature_map.shape
+    positions = height * width
+    shared = nn.initializers.lecun_normal()
+
+    def init(key, shape, dtype=jnp.float32):
+      return jnp.broadcast_to(shared(key, shape[1:], dtype), shape)
+
+    kernel = self.param("kernel", init, (positions, channels, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    flat = feature_map.reshape(batch, positions, channels)
+    return jnp.einsum("bpf,pfk->bk", flat, kernel) / positions + bias
+
+
 class InitialVectors(nn.Module):
   """The M initial vectors ``q`` ``[B, M, C]`` from the encoder's output.
 
@@ -321,11 +351,12 @@ class InitialVectors(nn.Module):
     - ``"tokens"``: the first M of the encoder's ``tokens`` ``[B, T, d]``
       (Mobile-Former's global tokens), each through one shared dense layer
       ``d → C``: token m is path m's initial vector (``M ≤ T``);
-    - ``"flatten"``: one dense layer from the whole map, flattened
-      (``h·w·F → M·C``). Unlike the others it knows where each feature
-      is, which a mean over positions discards (docs/results/study.md,
-      "Where the encoder loses"); its weights fix ``h×w``, so the images'
-      size, and grow with it: for small crops, not the paper's 256×256.
+    - ``"flatten"``: one dense layer from the whole map (``h·w·F → M·C``,
+      :class:`PerPositionDense`): unlike the others it knows where each
+      feature is, which a mean over positions discards
+      (docs/results/study.md, "Where the encoder loses"); its weights fix
+      ``h×w``, so the images' size, and grow with it: for small crops, not
+      the paper's 256×256.
 
   ``norm`` (one of ``Q_NORMS``) bounds the size of each q_m, with
   ``rms(q) = √(mean_c q_c² + ε)``:
@@ -370,8 +401,8 @@ class InitialVectors(nn.Module):
       q = nn.Dense(self.paths * self.channels, name="to_q")(pooled)
       return q.reshape(batch, self.paths, self.channels)
     if self.pooling == "flatten":
-      q = nn.Dense(self.paths * self.channels, name="to_q")(
-          feature_map.reshape(batch, -1))
+      q = PerPositionDense(self.paths * self.channels, name="to_q")(
+          feature_map)
       return q.reshape(batch, self.paths, self.channels)
     if self.pooling == "tokens":
       if tokens is None:
