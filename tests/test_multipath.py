@@ -141,7 +141,7 @@ def images():
 def test_one_path_is_the_single_path_model(images):
   """paths=1: the parameters of single-path checkpoints (to_q, matrices/A, B
   of [C, C]) and its forward pass, written out here by hand."""
-  model = autoencoder.Autoencoder(_model_config())
+  model = autoencoder.Autoencoder(_model_config(pooling="mean"))
   params = jax.jit(model.init)(jax.random.PRNGKey(0), images)["params"]
   channels = helpers.TINY_MODEL["channels"]
   assert set(params) == {"encoder", "to_q", "matrices", "upsampler"}

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = reconstruct.get_config()
   config.task = "masked"
   del config.decoder  # The masked model always extrapolates with A, B.
+  config.pooling = "mean"  # Its paths read the visible patches' mean.
   config.channels = 128
   # quadrant: one visible quadrant, FINOLA extrapolates from its corner;
   # random: random stride×stride patches visible, pooled into one q and
