@@ -11,6 +11,7 @@ the models of configs saved before the keys, and bad values are refused.
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from experiments import detect
 from experiments import linear_probe
 from experiments import pretrain_masked
 from finola_jax import tasks
+from finola_jax.models import autoencoder
 from finola_jax.models import encoders
 from finola_jax.models import layers
 from finola_jax.models import mobile_former
@@ -78,6 +80,23 @@ def test_reconstruction_from_the_tokens():
       None)
   assert loss.shape == () and grads["encoder"]["tokens"].shape == (
       mobile_former.SIZES[TINY].num_tokens, token_dim)
+
+
+def test_flattened_map_bounds_the_code_rank():
+  """pooling="flatten" on a Mobile-Former: q is linear in its whole last
+  map, P positions × D channels (here 2×2 at ``encoder_stride=8``, not the
+  ResNet's halvings), so ``code_rank_bound`` is P·D when M·C is larger;
+  P·D is read off the built model's ``to_q`` weights. Abstract: nothing
+  compiled."""
+  config = ml_collections.FrozenConfigDict(helpers.tiny_config(
+      "reconstruct", encoder=TINY, encoder_stride=8, pooling="flatten",
+      channels=1024))
+  images = jax.ShapeDtypeStruct((1, 16, 16, 3), np.float32)
+  params = jax.eval_shape(autoencoder.Autoencoder(config).init,
+                          jax.random.PRNGKey(0), images)["params"]
+  positions, dims, code = params["to_q"]["kernel"].shape
+  assert (positions, dims) == (4, mobile_former.feature_dims(TINY)[0])
+  assert autoencoder.code_rank_bound(config) == positions * dims < code
 
 
 def test_linear_probe(pretrained_workdir, tmp_path):

@@ -37,7 +37,7 @@ def code_rank_bound(config) -> int:
   """
   paths, pooling, _ = layers.multipath(config)
   size = code_size(config)
-  if pooling not in ("mean", "flatten"):
+  if pooling not in layers.LINEAR_POOLINGS:
     return size
   width = encoders.map_width(config)
   if pooling == "flatten":

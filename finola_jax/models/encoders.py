@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from finola_jax.models import layers
@@ -68,13 +69,16 @@ def map_width(config) -> int:
 
 
 def map_positions(config) -> int:
-  """The positions ``h·w`` of the autoencoder's encoder map for
-  ``config.image_size`` images: the ResNet halves the size in each of its
-  ``encoder_depth`` stages, a Mobile-Former at :func:`encoder_stride`."""
-  stride = (encoder_stride(config) if is_mobile_former(config)
-            else 2**config.encoder_depth)
-  side = -(-config.image_size // stride)
-  return side * side
+  """The positions ``h·w`` of the map :func:`create_encoder` returns for
+  ``config.image_size`` images, read from the built encoder's traced
+  output shape (nothing is computed), so it holds for every encoder."""
+  encoder = create_encoder(config, channels=config.channels)
+  images = jax.ShapeDtypeStruct(
+      (1, config.image_size, config.image_size, 3), jnp.float32)
+  output, _ = jax.eval_shape(
+      lambda x: encoder.init_with_output(jax.random.PRNGKey(0), x), images)
+  feature_map, _ = layers.split_encoder_output(output)
+  return feature_map.shape[1] * feature_map.shape[2]
 
 
 def create_encoder(config, *, channels: int,

@@ -287,6 +287,9 @@ def matrix_metrics(params) -> dict:
 
 # Ways to make the M initial vectors and to combine the M unrolled maps.
 POOLINGS = ("mean", "attention", "tokens", "flatten")
+# The poolings whose q is the encoder's last map through linear layers only
+# (autoencoder.code_rank_bound).
+LINEAR_POOLINGS = ("mean", "flatten")
 COMBINES = ("mean", "concat")
 # The multi-path keys and the values that give the single-path model (also
 # the values of configs saved before the keys existed).
