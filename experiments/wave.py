@@ -14,6 +14,11 @@ writes to ``WORKDIR/wave/``:
 * the PDE residuals (:func:`finola_jax.pde_residual`) of the unrolled maps of
   the first ``--num_images`` validation images, at 1× and at every
   rendering scale (``wave.json``);
+* how smooth the 1× map is (``wave.json``'s ``smoothness``): the share of
+  its spatial variance that a per-image, per-channel polynomial of degree
+  1 or 2 in the position explains, the same share of the images' pixels at
+  the map's size, and the scores of decoding the fitted maps instead
+  (:func:`smoothness_report`);
 * ``render_k{k}.png`` for each ``--k`` with ``k·image_size <= --max_size``:
   a resolution-free rendering. The same ``q`` is unrolled with ``step=1/k``
   into a k× larger map and decoded by the same decoder into a k× larger
@@ -347,6 +352,65 @@ def rendering_report(model, params, images, photographs: Mapping[int, np.ndarray
   return report, columns
 
 
+# --------------------------------------------------------- map smoothness ---
+
+
+def polynomial_fit(maps, order: int) -> np.ndarray:
+  """Each image's and channel's least-squares fit of ``maps`` ``[N, h, w, C]``
+  by a polynomial of degree ``order`` (0, 1 or 2) in the position: ``a``,
+  ``a + b·x + c·y``, or with ``x², x·y, y²`` added. Returns the fitted maps
+  (float64, the shape of ``maps``)."""
+  if order not in (0, 1, 2):
+    raise ValueError(f"order must be 0, 1 or 2, got {order}.")
+  maps = np.asarray(maps, np.float64)
+  n, h, w, c = maps.shape
+  y, x = np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2,
+                     indexing="ij")
+  x, y = x.ravel(), y.ravel()
+  terms = [np.ones_like(x), x, y, x * x, x * y, y * y][:(1, 3, 6)[order]]
+  basis = np.stack(terms, axis=1).astype(np.float64)  # [h·w, terms]
+  values = maps.reshape(n, h * w, c).transpose(1, 0, 2).reshape(h * w, n * c)
+  coefficients, *_ = np.linalg.lstsq(basis, values, rcond=None)
+  return (basis @ coefficients).reshape(h * w, n, c).transpose(1, 0, 2).reshape(
+      maps.shape)
+
+
+def polynomial_share(maps, order: int) -> float:
+  """The share of the maps' spatial variance (each image's map minus its
+  mean over positions) that :func:`polynomial_fit` of ``order`` explains:
+  ``1 − Σ (map − fit)² / Σ (map − mean)²``. Near 1 at order 1: the map is
+  little more than a gradient over the positions."""
+  maps = np.asarray(maps, np.float64)
+  spread = np.sum((maps - maps.mean(axis=(1, 2), keepdims=True))**2)
+  if spread == 0:
+    raise ValueError("The maps are constant over positions: no spatial "
+                     "variance to explain.")
+  return float(1 - np.sum((maps - polynomial_fit(maps, order))**2) / spread)
+
+
+def smoothness_report(model, params, images, feature_map) -> Dict[str, Any]:
+  """How smooth the decoder's map is, and what its roughness is worth.
+
+  For orders 1 and 2: :func:`polynomial_share` of ``feature_map`` ``[N, h,
+  w, C]`` (the model's map of ``images``), the same share of the images'
+  own pixels resized to ``h×w`` (the reference: how smooth the pictures
+  are at the map's resolution), and the PSNR/SSIM of decoding the fitted
+  map instead (with order 0, the map's mean at every position).
+  """
+  n, h, w, _ = feature_map.shape
+  pixels = jax.image.resize(images, (n, h, w, images.shape[-1]), "linear",
+                            antialias=True)
+  report: Dict[str, Any] = {}
+  for order in (0, 1, 2):
+    fitted = jnp.asarray(polynomial_fit(feature_map, order), jnp.float32)
+    entry = {"decoded": _scores(decode(model, params, fitted), images)}
+    if order:
+      entry["map_share"] = polynomial_share(feature_map, order)
+      entry["pixel_share"] = polynomial_share(pixels, order)
+    report[f"order_{order}"] = entry
+  return report
+
+
 # ------------------------------------------------------------------ main ---
 
 
@@ -377,6 +441,9 @@ def analyse(workdir: str, scales: Sequence[int], *, max_size: int = 256,
                       unroll_statistics(model, params, images).items()}
   result["rendering"], columns = rendering_report(
       model, params, images, photographs, batch_size=batch_size)
+  base_map, _ = _in_batches(lambda x: render(model, params, x, 1), images,
+                            batch_size)
+  result["smoothness"] = smoothness_report(model, params, images, base_map)
   for scale, column in columns.items():
     names = ("input", "1x", f"bicubic {scale}x", f"FINOLA {scale}x",
              f"photograph {scale}x")

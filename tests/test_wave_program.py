@@ -101,6 +101,45 @@ def test_program_writes_speeds_residuals_and_renderings(tmp_path):
   assert rendering["residuals"]["r_y"]["finite"]
   grid = np.asarray(PIL.Image.open(out / "render_k2.png"))
   assert grid.shape[1] > 5 * 2 * SIZE  # five labelled columns
+  smoothness = result["smoothness"]
+  assert set(smoothness) == {"order_0", "order_1", "order_2"}
+  # Nested fits: a quadratic explains at least what an affine one does.
+  for share in ("map_share", "pixel_share"):
+    assert (0 <= smoothness["order_1"][share]
+            <= smoothness["order_2"][share] <= 1 + 1e-9), share
+  assert all(np.isfinite(entry["decoded"]["psnr"])
+             for entry in smoothness.values())
+
+
+def test_polynomial_fit_against_one_fit_per_image_and_channel():
+  """``polynomial_fit`` fits all images and channels at once; here each
+  alone, by ``np.polynomial.polynomial.polyvander2d`` least squares."""
+  rng = np.random.default_rng(0)
+  maps = rng.normal(size=(3, 5, 6, 4))
+  y, x = np.meshgrid(np.arange(5) - 2, np.arange(6) - 3, indexing="ij")
+  for order in (0, 1, 2):
+    # Monomials x^i y^j with i + j <= order.
+    vander = np.polynomial.polynomial.polyvander2d(x.ravel(), y.ravel(),
+                                                   [order, order])
+    powers = [(i, j) for i in range(order + 1) for j in range(order + 1)]
+    basis = vander[:, [k for k, (i, j) in enumerate(powers) if i + j <= order]]
+    expected = np.empty_like(maps)
+    for n in range(3):
+      for c in range(4):
+        values = maps[n, :, :, c].ravel()
+        coefficients, *_ = np.linalg.lstsq(basis, values, rcond=None)
+        expected[n, :, :, c] = (basis @ coefficients).reshape(5, 6)
+    np.testing.assert_allclose(wave.polynomial_fit(maps, order), expected,
+                               atol=1e-10)
+  quadratic = 1.0 + 0.5 * x - y + 0.25 * x * y - 0.1 * y * y
+  field = np.broadcast_to(quadratic[None, :, :, None], (2, 5, 6, 3))
+  assert abs(wave.polynomial_share(field, 2) - 1) < 1e-12
+  assert wave.polynomial_share(field, 1) < 0.99
+  assert 0 < wave.polynomial_share(maps, 1) < 0.5  # noise: mostly unexplained
+  with pytest.raises(ValueError, match="constant over positions"):
+    wave.polynomial_share(np.ones((1, 3, 3, 2)), 1)
+  with pytest.raises(ValueError, match="order must be"):
+    wave.polynomial_fit(maps, 3)
 
 
 def test_dense_run_and_bad_scale_are_refused(tmp_path):
