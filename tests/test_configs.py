@@ -67,10 +67,14 @@ def _check_builds(config) -> int:
   run_config.validate_training(config)
   task = tasks.create_task(config)
   state = step_lib.abstract_train_state(task, config)
-  # One C×C pair per path; a single path keeps the unstacked [C, C].
+  # One C×C pair per path; a single path keeps the unstacked [C, C]. A
+  # dense map in the walk's place has none.
   paths = config.get("paths", 1)
-  assert state.params["matrices"]["A"].shape == (
-      (paths,) * (paths > 1) + (config.channels,) * 2)
+  if config.get("decoder") != "dense":
+    assert state.params["matrices"]["A"].shape == (
+        (paths,) * (paths > 1) + (config.channels,) * 2)
+  else:
+    assert "matrices" not in state.params
   assert jax.tree_util.tree_structure(state.opt_state) is not None
   return sum(math.prod(leaf.shape)
              for leaf in jax.tree_util.tree_leaves(state.params))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import study_unroll
+from finola_jax import tasks
 from finola_jax.models import layers
 from finola_jax.train import run_config
 from tests import helpers
@@ -80,10 +81,40 @@ def test_damping_starts_the_symmetric_parts_negative():
                              * np.ones((2, 1, 1)), atol=1e-6)
 
 
-def test_configs_saved_before_damping_existed_build_undamped():
+def test_skew_init_has_no_symmetric_part_but_the_damping():
+  """matrix_init="skew": (G − Gᵀ)/√2 − δ·I from the same draw G as "normal",
+  so ẑᵀAẑ = −δ|ẑ|² for every ẑ: undamped, a step turns z, it does not
+  stretch it."""
+  channels, scale, damping = 64, 0.5, 0.2
+  skew = layers.FinolaMatrices(channels, init_scale=scale, paths=2,
+                               init_damping=damping, init_kind="skew")
+  normal = layers.FinolaMatrices(channels, init_scale=scale, paths=2)
+  key = jax.random.PRNGKey(0)
+  A, B = (np.asarray(m, np.float64) for m in skew.apply(skew.init(key)))
+  G, _ = (np.asarray(m, np.float64) for m in normal.apply(normal.init(key)))
+  np.testing.assert_allclose(
+      A, (G - np.swapaxes(G, -1, -2)) / np.sqrt(2) - damping * np.eye(channels),
+      atol=1e-6)
+  for matrix in (A, B):
+    np.testing.assert_allclose(matrix + np.swapaxes(matrix, -1, -2),
+                               -2 * damping * np.eye(channels)[None]
+                               * np.ones((2, 1, 1)), atol=1e-6)
+    off_diagonal = matrix[:, ~np.eye(channels, dtype=bool)]
+    np.testing.assert_allclose(off_diagonal.std(), scale / np.sqrt(channels),
+                               rtol=0.05)
+  config = helpers.tiny_config(matrix_init="rotation")
+  with pytest.raises(run_config.ConfigError, match="matrix_init"):
+    tasks.create_task(config)
+  with pytest.raises(ValueError, match="init_kind"):
+    layers.FinolaMatrices(8, init_kind="rotation").init(key)
+
+
+def test_configs_saved_before_the_matrix_keys_build_undamped_normal_ones():
   config = helpers.tiny_config()
   del config["matrix_init_damping"]
-  assert layers.finola_matrices(config, paths=1).init_damping == 0.0
+  del config["matrix_init"]
+  matrices = layers.finola_matrices(config, paths=1)
+  assert (matrices.init_damping, matrices.init_kind) == (0.0, "normal")
   config = helpers.tiny_config(matrix_init_damping=-0.1)
   with pytest.raises(run_config.ConfigError, match="matrix_init_damping"):
     run_config.validate_model(config)

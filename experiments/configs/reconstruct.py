@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.decoder = "finola"
   config.path = "vertical_first"  # see finola_jax.unroll
   config.matrix_init_scale = 0.1  # A, B ~ N(0, scale² / C)
+  # "normal": as drawn; "skew": (G − Gᵀ)/√2, no symmetric part, so a step
+  # turns z rather than stretching it (layers.FinolaMatrices).
+  config.matrix_init = "normal"
   # A, B start at that − damping · I: their symmetric parts shifted
   # negative, so z's spread settles along the walk instead of growing
   # (docs/results/study.md).

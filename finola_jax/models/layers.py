@@ -234,29 +234,43 @@ _decode_chunks.defvjp(_decode_chunks_forward, _decode_chunks_backward)
 class FinolaMatrices(nn.Module):
   """The shared ``C×C`` matrices ``A`` and ``B``, one pair per path.
 
-  Initialized ``N(0, init_scale² / C) − init_damping · I`` so that one step
-  ``A ẑ`` of a normalized ``ẑ`` changes each channel by about
-  ``init_scale``. A positive ``init_damping`` δ shifts the eigenvalues of
-  the symmetric parts of A and B down by δ (all negative once δ exceeds the
-  random part's largest, about √2·``init_scale``): a FINOLA step then
-  shrinks the centred part of z by about δ per channel on average, so its
-  spread settles instead of growing with the distance walked
-  (docs/results/study.md). One path gives ``[C, C]``
-  matrices (the parameters of single-path checkpoints); ``paths = M > 1``
-  gives ``[M, C, C]`` stacks.
+  ``init_kind`` (one of ``MATRIX_INITS``), with ``G ~ N(0, init_scale² / C)``
+  per entry:
+    - ``"normal"``: ``G − init_damping · I``, so that one step ``A ẑ`` of a
+      normalized ``ẑ`` changes each channel by about ``init_scale``. A
+      positive ``init_damping`` δ shifts the eigenvalues of the symmetric
+      parts of A and B down by δ (all negative once δ exceeds the random
+      part's largest, about √2·``init_scale``): a FINOLA step then shrinks
+      the centred part of z by about δ per channel on average, so its
+      spread settles instead of growing with the distance walked.
+    - ``"skew"``: ``(G − Gᵀ)/√2 − init_damping · I``: the same variance off
+      the diagonal, and no symmetric part but the damping's. Undamped,
+      ``ẑᵀAẑ = 0``, so a step turns the centred part of z rather than
+      stretching it (its size grows only at second order, ``|Aẑ|²``), and
+      with ``init_scale`` near 1 the map varies quickly over the positions
+      from the first step without |z| growing.
+  (docs/results/study.md.) One path gives ``[C, C]`` matrices (the
+  parameters of single-path checkpoints); ``paths = M > 1`` gives
+  ``[M, C, C]`` stacks.
   """
   channels: int
   init_scale: float = 0.1
   paths: int = 1
   init_damping: float = 0.0
+  init_kind: str = "normal"
 
   @nn.compact
   def __call__(self):
+    if self.init_kind not in MATRIX_INITS:
+      raise ValueError(f"Unknown init_kind {self.init_kind!r}; expected one "
+                       f"of {MATRIX_INITS}.")
     normal = nn.initializers.normal(self.init_scale / math.sqrt(self.channels))
 
     def init(key, shape, dtype=jnp.float32):
-      return (normal(key, shape, dtype)
-              - self.init_damping * jnp.eye(self.channels, dtype=dtype))
+      random = normal(key, shape, dtype)
+      if self.init_kind == "skew":
+        random = (random - jnp.swapaxes(random, -1, -2)) / math.sqrt(2.0)
+      return random - self.init_damping * jnp.eye(self.channels, dtype=dtype)
 
     shape = (self.channels, self.channels)
     if self.paths > 1:
@@ -264,16 +278,18 @@ class FinolaMatrices(nn.Module):
     return self.param("A", init, shape), self.param("B", init, shape)
 
 
-# The damping key and the value of configs saved before it existed.
-MATRIX_DEFAULTS = {"matrix_init_damping": 0.0}
+# How A and B start (FinolaMatrices), and the matrix keys with the values of
+# configs saved before they existed.
+MATRIX_INITS = ("normal", "skew")
+MATRIX_DEFAULTS = {"matrix_init_damping": 0.0, "matrix_init": "normal"}
 
 
 def finola_matrices(config, paths: int) -> FinolaMatrices:
   """The model's :class:`FinolaMatrices` from its config."""
-  damping = config.get("matrix_init_damping",
-                       MATRIX_DEFAULTS["matrix_init_damping"])
+  damping, kind = (config.get(key, default)
+                   for key, default in MATRIX_DEFAULTS.items())
   return FinolaMatrices(config.channels, config.matrix_init_scale, paths,
-                        damping)
+                        damping, kind)
 
 
 def matrix_metrics(params) -> dict:

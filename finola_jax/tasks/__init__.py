@@ -37,6 +37,7 @@ def create_task(config: ml_collections.ConfigDict) -> step.Task:
   run_config.validate_model(config)
   validate_multipath(config)
   validate_encoder(config)
+  validate_matrices(config)
   validate_upsampler(config)
   task_class = TASKS[config.task]
   task_class.validate_config(config)
@@ -60,6 +61,17 @@ def validate_multipath(config: ml_collections.ConfigDict) -> None:
                    f"be one of {layers.COMBINES}", combine)
   run_config.check(layers.q_norm(config) in layers.Q_NORMS, "q_norm",
                    f"be one of {layers.Q_NORMS}", layers.q_norm(config))
+
+
+def validate_matrices(config: ml_collections.ConfigDict) -> None:
+  """Checks ``matrix_init`` (absent: ``"normal"``).
+
+  Raises:
+    ConfigError: naming the key when its value is refused.
+  """
+  kind = config.get("matrix_init", layers.MATRIX_DEFAULTS["matrix_init"])
+  run_config.check(kind in layers.MATRIX_INITS, "matrix_init",
+                   f"be one of {layers.MATRIX_INITS}", kind)
 
 
 def validate_upsampler(config: ml_collections.ConfigDict) -> None:
