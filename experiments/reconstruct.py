@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from finola_jax import tasks
 from finola_jax.models import autoencoder
 from finola_jax.models import encoders
 from finola_jax.models import layers
@@ -47,6 +48,8 @@ def train_and_evaluate(config, workdir: str):
   crops).
   """
   run_config.check_choice(config, "task", ["reconstruction"])
+  # Every model key checked before code_rank_bound builds the encoder.
+  tasks.create_task(config)
   code_size = autoencoder.code_size(config)
   rank_bound = autoencoder.code_rank_bound(config)
   if rank_bound < code_size:

@@ -460,7 +460,10 @@ config = helpers.tiny_config(stride=1, encoder_depth=0)
 task = tasks.create_task(config)
 state = step.create_train_state(task, config)
 steps = step.ParallelSteps(task, config.seed)
-batch = {"image": np.zeros((4, 1, 16, 16, 3), np.float32)}
+# Not zeros: q = 0 exactly, where n(z) has slope 1/√ε and the walk's backward
+# through 15 steps of A at scale 1 overflows (a degenerate input).
+images = np.random.default_rng(0).uniform(size=(4, 1, 16, 16, 3))
+batch = {"image": images.astype(np.float32)}
 state, metrics = steps.train(steps.replicate(state), batch)
 print(float(step.unreplicate(metrics)["finite"]))
 """
