@@ -30,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Streamed (TFDS) images: decode only each random crop's window of a JPEG
   # and resize it, rather than the whole image first. Same crop boxes;
   # several times cheaper on the host (docs/benchmarks.md, "Input
-  # pipeline: can one host feed the step?"). In-memory sources (embedded, folder, idx) ignore it.
+  # pipeline: can one host feed the step?"). In-memory sources (embedded,
+  # folder, idx) ignore it.
   config.decode_crop_only = True
 
   # Model. The map is (image_size / stride)²; stride 1 is the paper's setting.

@@ -231,6 +231,12 @@ def _decode_backward_loop(apply, size, variables, feature_map, cotangent, *,
 _decode_chunks.defvjp(_decode_chunks_forward, _decode_chunks_backward)
 
 
+# How A and B start (FinolaMatrices), and the matrix keys with the values of
+# configs saved before they existed.
+MATRIX_INITS = ("normal", "skew")
+MATRIX_DEFAULTS = {"matrix_init_damping": 0.0, "matrix_init": "normal"}
+
+
 class FinolaMatrices(nn.Module):
   """The shared ``C×C`` matrices ``A`` and ``B``, one pair per path.
 
@@ -276,12 +282,6 @@ class FinolaMatrices(nn.Module):
     if self.paths > 1:
       shape = (self.paths,) + shape
     return self.param("A", init, shape), self.param("B", init, shape)
-
-
-# How A and B start (FinolaMatrices), and the matrix keys with the values of
-# configs saved before they existed.
-MATRIX_INITS = ("normal", "skew")
-MATRIX_DEFAULTS = {"matrix_init_damping": 0.0, "matrix_init": "normal"}
 
 
 def finola_matrices(config, paths: int) -> FinolaMatrices:
