@@ -49,6 +49,11 @@ TINY_FLAGS = [
     "--config.checkpoint_every=2", "--config.eval_every=3",
     "--config.log_every=1", f"--config.learning_rate={LEARNING_RATE}",
     "--config.warmup_steps=2",
+    # A and B at the small normal start: the main job's skew start at scale
+    # 1 amplifies the rounding noise below (the runs sum gradients in other
+    # orders) past NOISE_ATOL in a few cancelled biases; what this file
+    # tests, the data-parallel plumbing, does not depend on the start.
+    "--config.matrix_init=normal", "--config.matrix_init_scale=0.1",
 ]
 RTOL, ATOL = 1e-4, 1e-5
 # Adam divides each gradient by its RMS: a parameter whose gradient is zero
