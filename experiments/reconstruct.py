@@ -48,8 +48,8 @@ def train_and_evaluate(config, workdir: str):
   crops).
   """
   run_config.check_choice(config, "task", ["reconstruction"])
-  # Every model key checked before code_rank_bound builds the encoder.
-  tasks.create_task(config)
+  tasks.validate(config)  # before code_rank_bound builds the encoder
+
   code_size = autoencoder.code_size(config)
   rank_bound = autoencoder.code_rank_bound(config)
   if rank_bound < code_size:

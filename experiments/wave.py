@@ -305,13 +305,15 @@ def _in_batches(fn, images, batch_size):
 
 
 def rendering_report(model, params, images, photographs: Mapping[int, np.ndarray],
-                     *, batch_size: int = 8) -> tuple[Dict[str, Any], Dict[int, Any]]:
+                     base_map, base, *, batch_size: int = 8
+                     ) -> tuple[Dict[str, Any], Dict[int, Any]]:
   """Scores of the k× renderings and the columns of their picture.
 
   Args:
     model, params: the trained autoencoder.
     images: ``[N, S, S, 3]`` validation images (the model's input).
     photographs: ``{k: [N, kS, kS, 3]}``, the same images at k×.
+    base_map, base: :func:`render` of ``images`` at 1× (map and pixels).
     batch_size: images rendered at a time.
 
   Returns:
@@ -325,8 +327,6 @@ def rendering_report(model, params, images, photographs: Mapping[int, np.ndarray
   """
   A, B = matrices(params)
   normalized = model.config.decoder == "finola"
-  base_map, base = _in_batches(lambda x: render(model, params, x, 1), images,
-                               batch_size)
   report: Dict[str, Any] = {"1": _scores(base, images)}
   if normalized:
     report["1"]["residuals"] = residual_statistics(base_map, A, B)
@@ -439,10 +439,11 @@ def analyse(workdir: str, scales: Sequence[int], *, max_size: int = 256,
   result["num_images"] = len(images)
   result["unroll"] = {k: float(v) for k, v in
                       unroll_statistics(model, params, images).items()}
+  base_map, base = _in_batches(lambda x: render(model, params, x, 1), images,
+                               batch_size)
   result["rendering"], columns = rendering_report(
-      model, params, images, photographs, batch_size=batch_size)
-  base_map, _ = _in_batches(lambda x: render(model, params, x, 1), images,
-                            batch_size)
+      model, params, images, photographs, base_map, base,
+      batch_size=batch_size)
   result["smoothness"] = smoothness_report(model, params, images, base_map)
   for scale, column in columns.items():
     names = ("input", "1x", f"bicubic {scale}x", f"FINOLA {scale}x",

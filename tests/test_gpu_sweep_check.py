@@ -25,8 +25,8 @@ def test_rows_are_scaled_as_the_sweeps():
   base = reconstruct_config.get_config()
   # As the sweep's documented command pins them (docs/results/sweep.md).
   base.update(steps=1000, batch_size=16, warmup_steps=50,
-              matrix_learning_rate_scale=0.25, pooling="mean",
-              matrix_init="normal", matrix_init_scale=0.1)
+              matrix_learning_rate_scale=0.25,
+              **reconstruct_config.BEFORE_STUDY)
   sweeps = sweep_rows.row_config(base, "finola", 128, 256,
                                  reference_side=16, reference_channels=128)
   assert ours.to_dict() == sweeps.to_dict()

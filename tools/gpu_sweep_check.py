@@ -134,10 +134,8 @@ def row_config(args, decoder: str, size: int, channels: int,
                matrix_scale: float, steps: int):
   """The main job's config with this run's settings, as the sweep's row."""
   config = reconstruct_config.get_config()
-  # The settings the sweep's GPU table was measured with; the main job's
-  # pooling and start of A and B have changed since (docs/results/study.md).
-  config.pooling = "mean"
-  config.matrix_init, config.matrix_init_scale = "normal", 0.1
+  # The settings the sweep's GPU table was measured with.
+  config.update(reconstruct_config.BEFORE_STUDY)
   config.steps, config.batch_size = steps, args.batch
   config.warmup_steps = args.warmup
   config.matrix_learning_rate_scale = matrix_scale

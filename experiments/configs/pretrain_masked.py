@@ -20,10 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config = reconstruct.get_config()
   config.task = "masked"
   del config.decoder  # The masked model always extrapolates with A, B.
-  config.pooling = "mean"  # Its paths read the visible patches' mean.
-  # A and B as the masked tables were measured (the main job's skew start
-  # is measured on reconstructions at 32×32 only).
-  config.matrix_init, config.matrix_init_scale = "normal", 0.1
+  # As the masked tables were measured; its paths read the visible patches'
+  # mean (the masked task takes no other pooling).
+  config.update(reconstruct.BEFORE_STUDY)
   config.channels = 128
   # quadrant: one visible quadrant, FINOLA extrapolates from its corner;
   # random: random stride×stride patches visible, pooled into one q and

@@ -23,11 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_size = 256
   config.stride = 1
   config.channels = 1024
-  # The main job's flatten pooling is measured at 32×32 only; here it would
-  # give q 64 positions × 512 × 1,024 weights.
-  config.pooling = "mean"
-  # So is its skew start of A and B; here they start as before it.
-  config.matrix_init, config.matrix_init_scale = "normal", 0.1
+  # The main job's flatten pooling and skew start are measured at 32×32
+  # only (flattened, q here would take 64 positions × 512 × 1,024 weights).
+  config.update(reconstruct.BEFORE_STUDY)
   # The encoder's last stage has 8 × 64 = 512 channels, and q is linear in
   # their mean: its 1,024 numbers span at most 512 dimensions
   # (docs/experiments.md, "How many numbers q really has"); width 128 lifts

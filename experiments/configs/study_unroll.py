@@ -21,9 +21,7 @@ SIZE, CHANNELS = 64, 256
 def get_config() -> ml_collections.ConfigDict:
   """reconstruct's config at stride 1, 64×64, C=256, the study's budget."""
   config = reconstruct.get_config()
-  # The study's baseline, as measured.
-  config.pooling = "mean"
-  config.matrix_init, config.matrix_init_scale = "normal", 0.1
+  config.update(reconstruct.BEFORE_STUDY)  # The study's baseline, as measured.
   config.matrix_learning_rate_scale = 0.25
   config = sweep_rows.row_config(config, "finola", SIZE, CHANNELS,
                                  reference_side=16, reference_channels=128)

@@ -284,12 +284,17 @@ class FinolaMatrices(nn.Module):
     return self.param("A", init, shape), self.param("B", init, shape)
 
 
+def matrix_init(config) -> str:
+  """``config.matrix_init``, with the default of configs saved before it."""
+  return config.get("matrix_init", MATRIX_DEFAULTS["matrix_init"])
+
+
 def finola_matrices(config, paths: int) -> FinolaMatrices:
   """The model's :class:`FinolaMatrices` from its config."""
-  damping, kind = (config.get(key, default)
-                   for key, default in MATRIX_DEFAULTS.items())
+  damping = config.get("matrix_init_damping",
+                       MATRIX_DEFAULTS["matrix_init_damping"])
   return FinolaMatrices(config.channels, config.matrix_init_scale, paths,
-                        damping, kind)
+                        damping, matrix_init(config))
 
 
 def matrix_metrics(params) -> dict:

@@ -28,7 +28,18 @@ TASKS = {
 
 
 def create_task(config: ml_collections.ConfigDict) -> step.Task:
-  """The task ``config.task`` of ``config``, whose model keys it checks.
+  """The task ``config.task`` of ``config``, whose model keys it checks
+  (:func:`validate`).
+
+  Raises:
+    ConfigError: a model or task key (named) has an inconsistent value.
+  """
+  validate(config)
+  return TASKS[config.task](ml_collections.FrozenConfigDict(config))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks ``config.task`` and every model and task key it reads.
 
   Raises:
     ConfigError: a model or task key (named) has an inconsistent value.
@@ -39,9 +50,7 @@ def create_task(config: ml_collections.ConfigDict) -> step.Task:
   validate_encoder(config)
   validate_matrices(config)
   validate_upsampler(config)
-  task_class = TASKS[config.task]
-  task_class.validate_config(config)
-  return task_class(ml_collections.FrozenConfigDict(config))
+  TASKS[config.task].validate_config(config)
 
 
 def validate_multipath(config: ml_collections.ConfigDict) -> None:
@@ -69,7 +78,7 @@ def validate_matrices(config: ml_collections.ConfigDict) -> None:
   Raises:
     ConfigError: naming the key when its value is refused.
   """
-  kind = config.get("matrix_init", layers.MATRIX_DEFAULTS["matrix_init"])
+  kind = layers.matrix_init(config)
   run_config.check(kind in layers.MATRIX_INITS, "matrix_init",
                    f"be one of {layers.MATRIX_INITS}", kind)
 
