@@ -7,9 +7,11 @@ behind the mean colour as the map grows, its largest |z| growing as A and B
 learn. This study trains one baseline (--config: a reconstruction config,
 by default configs/study_unroll.py: the sweep's 64×64, C=256 row at
 stride 1, 300 steps of 16) and one row per **arm**, an arm being the baseline
-with exactly one config key changed (by default DEFAULT_ARMS):
+with exactly one config key changed (by default DEFAULT_ARMS), or the keys
+of one change joined by "+":
 
   --arms=paths=4,pooling=attention,matrix_init_damping=0.01
+  --arms=paths=4+channels=64+combine=concat
 
 plus, with --reference_decoders=linear (the default), the baseline with
 another decoder (linear: QB-Heat's unroll), so that whatever helps FINOLA is
@@ -27,7 +29,8 @@ code as lines). On a CPU (docs/results/study.md):
 
   python3 -m experiments.study_unroll --root=/tmp/finola_study
 
-A finished row is not trained again, so an interrupted study resumes.
+A finished row is not trained again, so an interrupted study resumes (a
+row's wall time is that of the calls that trained it).
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv=None) -> None:
                       "the table and plot are written here.", required=True,
                       flag_values=flag_values)
   flags.DEFINE_list("arms", list(DEFAULT_ARMS), "KEY=VALUE changes, each "
-                    "trained alone against the baseline (--config).",
+                    "trained alone against the baseline (--config); one "
+                    "change of several keys joins them by '+'.",
                     flag_values=flag_values)
   flags.DEFINE_list("reference_decoders", ["linear"], "The baseline with each "
                     "of these decoders instead of its own.",
@@ -101,16 +105,31 @@ def parse_arm(arm: str, config: ml_collections.ConfigDict) -> Tuple[str, Any]:
   return key, value
 
 
+def arm_parts(arm: str) -> List[str]:
+  """An arm's ``KEY=VALUE`` changes: one, or several joined by ``+`` for one
+  change that spans keys (``paths=4+channels=64+combine=concat``: the code
+  split over four paths). A ``+`` inside a value (``1e+3``) stays in it."""
+  parts: List[str] = []
+  for piece in arm.split("+"):
+    if parts and "=" not in piece:
+      parts[-1] += "+" + piece
+    else:
+      parts.append(piece)
+  return parts
+
+
 def rows(config: ml_collections.ConfigDict, arms: Sequence[str],
          reference_decoders: Sequence[str]
          ) -> List[Tuple[str, ml_collections.ConfigDict]]:
   """``[(name, config)]``: the baseline, each arm, each reference decoder."""
   planned = [("baseline", config)]
   for arm in arms:
-    key, value = parse_arm(arm, config)
     changed = config.copy_and_resolve_references()
-    changed[key] = value
-    planned.append((f"{key}={value}", changed))
+    changes = [parse_arm(part, config) for part in arm_parts(arm)]
+    for key, value in changes:
+      changed[key] = value
+    planned.append(("+".join(f"{key}={value}" for key, value in changes),
+                    changed))
   for decoder in reference_decoders:
     changed = config.copy_and_resolve_references()
     changed.decoder = decoder

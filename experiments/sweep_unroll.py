@@ -38,7 +38,8 @@ C). On a CPU (the README's table):
     --config.eval_every=100000 --config.checkpoint_every=100
 
 A finished row is not trained again (its workdir resumes at its last step),
-so an interrupted sweep resumes where it stopped.
+so an interrupted sweep resumes where it stopped; a row's ``wall_s`` is that
+of the calls that trained it (``WORKDIR/row_wall.json``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,23 @@ def planned_map_params(config: ml_collections.ConfigDict) -> int:
   return parameter_counts(shapes)["map_params"]
 
 
+WALL_FILE = "row_wall.json"
+
+
+def training_wall_s(workdir: str, seconds: float, *, trained: bool) -> float:
+  """A row's wall time over the calls that trained it, kept in
+  ``WORKDIR/row_wall.json``: a resumed study re-evaluates its finished rows,
+  and those seconds are not the row's. NaN for a row trained before the
+  file was kept."""
+  path = epath.Path(workdir) / WALL_FILE
+  total = json.loads(path.read_text())["wall_s"] if path.exists() else None
+  if trained:
+    total = (total or 0.0) + seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"wall_s": total}))
+  return math.nan if total is None else round(total, 1)
+
+
 def run_row(config: ml_collections.ConfigDict, workdir: str,
             validation_images: np.ndarray, eval_dir: str | None) -> Dict[str, Any]:
   """Trains (or resumes) one row in ``workdir`` and measures it.
@@ -163,6 +181,7 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
   task = tasks.create_task(config)
   # The initial parameters of trainer.train_and_evaluate (step.create_train_state).
   initial = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
+  step_before = checkpointing.latest_step(workdir)
   start = time.time()
   try:
     validation = reconstruct.train_and_evaluate(config, workdir)
@@ -173,6 +192,10 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
     validation = dict(trainer.baseline_scores(
         config, trainer.validation_batches_fn(config)()),
                       psnr=math.nan, ssim=math.nan)
+  step_after = checkpointing.latest_step(workdir)
+  wall_s = training_wall_s(workdir, time.time() - start,
+                           trained=step_before is None
+                           or step_after != step_before)
   held_out = {}
   if finite and eval_dir is not None:
     held_out = trainer.evaluate_directory(config, workdir, eval_dir)
@@ -196,7 +219,7 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
                                             validation_images),
       max_abs_z_end=max_abs_z_end,
       code_rank_bound=autoencoder.code_rank_bound(config),
-      wall_s=round(time.time() - start, 1), **matrices_end,
+      wall_s=wall_s, **matrices_end,
       **parameter_counts(params))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import study_unroll
+from experiments import sweep_unroll
 from finola_jax import tasks
 from finola_jax.models import layers
 from finola_jax.train import run_config
@@ -18,20 +19,22 @@ from tests import helpers
 def test_study_trains_baseline_and_each_arm(tmp_path):
   root = tmp_path / "study"
   stdout = helpers.run_program(study_unroll, [
-      f"--root={root}", "--arms=paths=2", "--reference_decoders=",
+      f"--root={root}", "--arms=paths=2+combine=concat",
+      "--reference_decoders=",
       f"--eval_dir={tmp_path / 'absent'}",
       *helpers.override_flags(image_size=4, channels=8, steps=2,
                               checkpoint_every=2, eval_every=2)])
   result = json.loads((root / "study.json").read_text())
-  assert [row["name"] for row in result["rows"]] == ["baseline", "paths=2"]
+  assert [row["name"] for row in result["rows"]] == [
+      "baseline", "paths=2+combine=concat"]
   for row in result["rows"]:
     assert row["finite"] and row["checkpoint_step"] == 2, row
     for key in ("val_psnr", "pca_val_psnr", "max_abs_z_end",
-                "A_symmetric_max_eig_end"):
+                "A_symmetric_max_eig_end", "wall_s"):
       assert math.isfinite(row[key]), (key, row)
   table = (root / "study.md").read_text()
   assert table in stdout
-  assert "| paths=2 |" in table and "| mean colour |" in table
+  assert "| paths=2+combine=concat |" in table and "| mean colour |" in table
   assert (root / "study.png").stat().st_size > 1000
 
 
@@ -54,6 +57,33 @@ def test_rows_are_the_baseline_each_arm_and_each_reference_decoder():
 def test_bad_arms_are_refused_before_training(tmp_path, arm, message):
   with pytest.raises(run_config.ConfigError, match=message):
     study_unroll.rows(helpers.tiny_config(), [arm], [])
+
+
+def test_an_arm_of_several_keys_changes_them_together():
+  config = helpers.tiny_config()
+  assert study_unroll.arm_parts("paths=4+channels=64+combine=concat") == [
+      "paths=4", "channels=64", "combine=concat"]
+  assert study_unroll.arm_parts("learning_rate=1e+3+paths=2") == [
+      "learning_rate=1e+3", "paths=2"]
+  (name, changed), = study_unroll.rows(
+      config, ["paths=2+channels=4+combine=concat"], [])[1:]
+  assert name == "paths=2+channels=4+combine=concat"
+  assert {key for key in config if changed[key] != config[key]} == {
+      "paths", "channels", "combine"}
+  assert (changed.paths, changed.channels, changed.combine) == (
+      2, 4, "concat")
+
+
+def test_a_row_keeps_the_wall_time_of_the_calls_that_trained_it(tmp_path):
+  workdir = str(tmp_path / "row")
+  assert sweep_unroll.training_wall_s(workdir, 40.0, trained=True) == 40.0
+  # Resumed and finished: re-evaluating it adds nothing.
+  assert sweep_unroll.training_wall_s(workdir, 7.0, trained=False) == 40.0
+  # Interrupted, then trained on: both calls count.
+  assert sweep_unroll.training_wall_s(workdir, 10.0, trained=True) == 50.0
+  # Trained before the time was kept: unknown, not the re-evaluation's.
+  assert math.isnan(sweep_unroll.training_wall_s(
+      str(tmp_path / "older"), 7.0, trained=False))
 
 
 def test_arm_values_take_the_type_of_the_key():

@@ -125,6 +125,18 @@ def resume(workdir: str, manager: ocp.CheckpointManager,
   return step, state
 
 
+def latest_step(workdir: str) -> Optional[int]:
+  """The newest saved step in ``workdir`` (readable or not), ``None`` without
+  one; reads no checkpoint."""
+  if not checkpoint_dir(workdir).exists():
+    return None
+  manager = create_manager(workdir, read_only=True)
+  try:
+    return manager.latest_step()
+  finally:
+    manager.close()
+
+
 def restore_latest_params(workdir: str, target: Any = None) -> Tuple[int, Any]:
   """``(step, params)`` of the newest readable checkpoint in ``workdir``.
 
