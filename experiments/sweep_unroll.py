@@ -192,10 +192,9 @@ def run_row(config: ml_collections.ConfigDict, workdir: str,
     validation = dict(trainer.baseline_scores(
         config, trainer.validation_batches_fn(config)()),
                       psnr=math.nan, ssim=math.nan)
-  step_after = checkpointing.latest_step(workdir)
-  wall_s = training_wall_s(workdir, time.time() - start,
-                           trained=step_before is None
-                           or step_after != step_before)
+  trained = (step_before is None
+             or checkpointing.latest_step(workdir) != step_before)
+  wall_s = training_wall_s(workdir, time.time() - start, trained=trained)
   held_out = {}
   if finite and eval_dir is not None:
     held_out = trainer.evaluate_directory(config, workdir, eval_dir)

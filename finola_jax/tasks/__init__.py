@@ -64,12 +64,9 @@ def validate_multipath(config: ml_collections.ConfigDict) -> None:
   run_config.check(
       isinstance(paths, int) and not isinstance(paths, bool) and paths >= 1,
       "paths", "be an int >= 1 (the number of FINOLA paths M)", paths)
-  run_config.check(pooling in layers.POOLINGS, "pooling",
-                   f"be one of {layers.POOLINGS}", pooling)
-  run_config.check(combine in layers.COMBINES, "combine",
-                   f"be one of {layers.COMBINES}", combine)
-  run_config.check(layers.q_norm(config) in layers.Q_NORMS, "q_norm",
-                   f"be one of {layers.Q_NORMS}", layers.q_norm(config))
+  run_config.check_value_in("pooling", pooling, layers.POOLINGS)
+  run_config.check_value_in("combine", combine, layers.COMBINES)
+  run_config.check_value_in("q_norm", layers.q_norm(config), layers.Q_NORMS)
 
 
 def validate_matrices(config: ml_collections.ConfigDict) -> None:
@@ -78,9 +75,8 @@ def validate_matrices(config: ml_collections.ConfigDict) -> None:
   Raises:
     ConfigError: naming the key when its value is refused.
   """
-  kind = layers.matrix_init(config)
-  run_config.check(kind in layers.MATRIX_INITS, "matrix_init",
-                   f"be one of {layers.MATRIX_INITS}", kind)
+  run_config.check_value_in("matrix_init", layers.matrix_init(config),
+                            layers.MATRIX_INITS)
 
 
 def validate_upsampler(config: ml_collections.ConfigDict) -> None:
@@ -89,9 +85,8 @@ def validate_upsampler(config: ml_collections.ConfigDict) -> None:
   Raises:
     ConfigError: naming the key when its value is refused.
   """
-  norm = layers.upsampler_norm(config)
-  run_config.check(norm in layers.UPSAMPLER_NORMS, "upsampler_norm",
-                   f"be one of {layers.UPSAMPLER_NORMS}", norm)
+  run_config.check_value_in("upsampler_norm", layers.upsampler_norm(config),
+                            layers.UPSAMPLER_NORMS)
 
 
 def validate_encoder(config: ml_collections.ConfigDict) -> None:
@@ -101,8 +96,7 @@ def validate_encoder(config: ml_collections.ConfigDict) -> None:
     ConfigError: naming the key whose value is refused.
   """
   name = encoders.encoder_name(config)
-  run_config.check(name in encoders.ENCODERS, "encoder",
-                   f"be one of {encoders.ENCODERS}", name)
+  run_config.check_value_in("encoder", name, encoders.ENCODERS)
   stride = config.get("encoder_stride",
                       encoders.ENCODER_DEFAULTS["encoder_stride"])
   if not encoders.is_mobile_former(config):

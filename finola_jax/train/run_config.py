@@ -42,8 +42,14 @@ def check(condition: bool, key: str, requirement: str, value: Any) -> None:
     raise ConfigError(f"config.{key} must {requirement}, got {value!r}.")
 
 
+def check_value_in(key: str, value: Any, choices) -> None:
+  """:func:`check` that ``value`` (``config.KEY``, or its default when the
+  key is absent) is one of ``choices``."""
+  check(value in choices, key, f"be one of {tuple(choices)}", value)
+
+
 def check_choice(config: ml_collections.ConfigDict, key: str, choices) -> None:
-  check(config[key] in choices, key, f"be one of {tuple(choices)}", config[key])
+  check_value_in(key, config[key], choices)
 
 
 def is_power_of_two(value: int) -> bool:
