@@ -33,9 +33,9 @@ functions follow :mod:`finola_jax.numerics`' storage view: lowered for CPU,
 16-bit canvases are sliced and updated as ``uint16``.
 
 Walks in opposite directions share one loop step (one matmul) while both
-have steps left; the longer one then goes on alone. In the forward, a walk
-one step longer than the other (a centre origin on an even side) takes that
-step first, before the loop.
+have steps left; the longer one then goes on alone. A walk exactly one
+step longer (a centre origin on an even side) takes that step outside the
+loops (see ``_lead``).
 """
 
 from __future__ import annotations
@@ -64,44 +64,48 @@ def carry_dtype(dtype) -> jnp.dtype:
 
 
 class _Segment(NamedTuple):
-  """One loop: steps ``first..last`` (1-based, inclusive) of ``directions``.
-
-  ``ends[j]`` is the last step of ``directions[j]``; a direction whose walk
-  ends before ``last`` idles (masked) through the remaining steps.
-  """
+  """One loop: steps ``first..last`` (1-based, inclusive) of ``directions``."""
   directions: Tuple[int, ...]
   first: int
   last: int
-  ends: Tuple[int, ...]
-
-  @property
-  def masked(self) -> bool:
-    return any(end < self.last for end in self.ends)
 
 
 def _segments(num_back: int, num_forward: int) -> List[_Segment]:
   """The loops of one phase, in forward order.
 
   Both directions share steps ``1..min(nb, nf)``; the longer direction
-  walks its remaining steps alone. A remainder of one step instead rides
-  along in the shared loop (the other direction idles for it): XLA inlines
-  a loop of one trip, and the write or read outside a loop then fuses into
-  its neighbours, which costs a copy of the whole canvas. (The forward
-  never has such a remainder: it takes that step before the loop.)
+  walks its remaining steps alone. A remainder of one step never reaches
+  here (see :func:`_lead`).
   """
   shared = min(num_back, num_forward)
-  longest = max(num_back, num_forward)
-  if shared and longest - shared == 1:
-    return [_Segment((BACK, FORWARD), 1, longest, (num_back, num_forward))]
   segments = []
   if shared:
-    segments.append(_Segment((BACK, FORWARD), 1, shared, (shared, shared)))
+    segments.append(_Segment((BACK, FORWARD), 1, shared))
   if num_back > shared:
-    segments.append(_Segment((BACK,), shared + 1, num_back, (num_back,)))
+    segments.append(_Segment((BACK,), shared + 1, num_back))
   if num_forward > shared:
-    segments.append(
-        _Segment((FORWARD,), shared + 1, num_forward, (num_forward,)))
+    segments.append(_Segment((FORWARD,), shared + 1, num_forward))
   return segments
+
+
+def _lead(num_back: int, num_forward: int) -> Optional[int]:
+  """The direction whose walk is exactly one step longer, else None.
+
+  That step (a centre origin on an even side) is taken outside the loop,
+  first in the forward and last in the backward, and its line treated as
+  a line of the block: the loop then moves both walks in every step.
+  Riding along in the loop instead computes the idle walkers' rows in
+  every step, 1/L of the phase's FLOPs (6 % at L = 16).
+  """
+  if abs(num_back - num_forward) != 1:
+    return None
+  return BACK if num_back > num_forward else FORWARD
+
+
+def _lead_joins_block(lead: int, num_back: int, num_forward: int,
+                      h: int) -> Tuple[int, int, int]:
+  """``(num_back, num_forward, h)`` once the lead's first line is a block line."""
+  return (num_back - (lead == BACK), num_forward - (lead == FORWARD), h + 1)
 
 
 def _state_line(direction: int, i, num_back: int, h: int):
@@ -170,16 +174,6 @@ def _read_lines(stored: Array, lines, dtype, carry, channels: int) -> Array:
       for line in lines])
 
 
-def _walked(segment: _Segment, i, lanes: int):
-  """Steps each walker set has taken after loop step ``i`` (``[k]``), and a
-  ``[k·lanes, 1]`` mask (True: the row takes step ``i``; False: its walk has
-  ended), or None when no walk ends early."""
-  if not segment.masked:
-    return [i] * len(segment.directions), None
-  ends = jnp.asarray(segment.ends)
-  return list(jnp.minimum(i, ends)), jnp.repeat(i <= ends, lanes)[:, None]
-
-
 def grow_forward(block: Array, matrix_t: Array, step: Array, *,
                  num_back: int, num_forward: int, eps: float,
                  normalized: bool,
@@ -218,26 +212,18 @@ def _grow_forward(block: Array, matrix_t: Array, step: Array, *,
   # intermediate once.
   states = {BACK: block[:, 0].astype(carry).reshape(lanes, channels),
             FORWARD: block[:, h - 1].astype(carry).reshape(lanes, channels)}
-  if abs(num_back - num_forward) == 1:
-    # The longer walk takes its extra step first, alone, and its line joins
-    # the block: the loop then has both walks in every step. Riding along
-    # in the loop instead (as _segments does) would compute the idle
-    # walkers' rows in every step — 1/L of the phase's matmul FLOPs, 6 % at
-    # L = 16 — and the line, written before the canvas exists, costs no copy.
-    lead = BACK if num_back > num_forward else FORWARD
-    sign = -1.0 if lead == BACK else 1.0
+  lead = _lead(num_back, num_forward)
+  if lead is not None:
+    # The line joins the block before the canvas exists: no canvas copy.
     z = states[lead]
-    z = z + sign * step * _increment(z, matrix_t, eps, normalized, precision,
-                                     carry)
+    z = z + _signs((lead,), 1, carry) * step * _increment(
+        z, matrix_t, eps, normalized, precision, carry)
     states[lead] = z
     line = z.astype(dtype).reshape(walkers, 1, positions, channels)
     block = jnp.concatenate([line, block] if lead == BACK else [block, line],
                             axis=1)
-    h += 1
-    if lead == BACK:
-      num_back -= 1
-    else:
-      num_forward -= 1
+    num_back, num_forward, h = _lead_joins_block(lead, num_back, num_forward,
+                                                 h)
   canvas = numerics.to_storage(_flat(block), view)
   canvas = jnp.pad(canvas, ((0, 0), (num_back, num_forward)) +
                    ((0, 0),) * (canvas.ndim - 2))
@@ -247,17 +233,13 @@ def _grow_forward(block: Array, matrix_t: Array, step: Array, *,
 
     def body(carry_in, i, segment=segment, signed_step=signed_step):
       z, canvas = carry_in
-      walked, active = _walked(segment, i, lanes)
-      increment = signed_step * _increment(z, matrix_t, eps, normalized,
-                                           precision, carry)
-      # An idle walker keeps its state and rewrites it where it already is.
-      z = z + (increment if active is None else jnp.where(active, increment,
-                                                          0))
+      z = z + signed_step * _increment(z, matrix_t, eps, normalized,
+                                       precision, carry)
       for j, direction in enumerate(segment.directions):
         line = z[j * lanes:(j + 1) * lanes].astype(dtype).reshape(line_shape)
         canvas = jax.lax.dynamic_update_index_in_dim(
             canvas, numerics.to_storage(line, view),
-            _state_line(direction, walked[j], num_back, h), axis=1)
+            _state_line(direction, i, num_back, h), axis=1)
       return (z, canvas), None
 
     z = jnp.concatenate([states[d] for d in segment.directions])
@@ -267,6 +249,30 @@ def _grow_forward(block: Array, matrix_t: Array, step: Array, *,
                   for j, d in enumerate(segment.directions))
   return numerics.from_storage(canvas, dtype).reshape(
       walkers, num_back + h + num_forward, positions, channels)
+
+
+def _step_vjp(grad: Array, z_prev: Array, signs: Array, moment: Array,
+              matrix_t: Array, step: Array, eps: float, normalized: bool,
+              precision, carry) -> Tuple[Array, Array]:
+  """One step walked back: ``(Gᵢ − ct[line(zᵢ₋₁)], H + sign·n(zᵢ₋₁)ᵀ Gᵢ)``.
+
+  ``grad`` is ``Gᵢ`` and ``z_prev`` the state it was stepped from, rows
+  ``[R, C]`` in ``carry``; ``signs`` ``∓1`` per row (see
+  :func:`grow_backward`).
+  """
+  u = _matmul_transposed(grad, matrix_t, precision, carry)
+  if normalized:
+    centred, r = numerics.normalize_parts(z_prev, eps)
+    n = centred * r
+    u = r * (u - jnp.mean(u, axis=-1, keepdims=True) -
+             n * jnp.mean(u * n, axis=-1, keepdims=True))
+  else:
+    n = z_prev
+  moment = moment + jax.lax.dot_general(
+      n.astype(matrix_t.dtype), (signs * grad).astype(matrix_t.dtype),
+      (((0,), (0,)), ((), ())), precision=precision,
+      preferred_element_type=carry)
+  return grad + step * signs * u, moment
 
 
 def grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
@@ -313,6 +319,10 @@ def _grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   stored_canvas = numerics.to_storage(_flat(canvas), view)
   stored_cotangent = numerics.to_storage(_flat(cotangent), view)
   lanes = num_walkers * positions
+  lead = _lead(num_back, num_forward)
+  if lead is not None:
+    num_back, num_forward, h = _lead_joins_block(lead, num_back, num_forward,
+                                                 h)
   # g[d]: cotangent reaching the walkers' current state from later steps,
   # without the state's own cotangent line (added when the state is left).
   # Rows [lanes, C] per direction, stacked per loop as in grow_forward.
@@ -325,7 +335,7 @@ def _grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   # keeps 16-bit cotangents on CPU from being read outside the loops (see
   # numerics: the storage view), which would cost a copy of the whole
   # cotangent.
-  block_edges = None
+  block_edges = {}
   for segment in reversed(segments):
     signs = _signs(segment.directions, lanes, carry)
     tracks_edges = segment is segments[0]
@@ -334,30 +344,16 @@ def _grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
              tracks_edges=tracks_edges):
       g, moment, edges = carry_in
       dirs = segment.directions
-      walked, active = _walked(segment, i, lanes)
       grad = g + _read_lines(  # Gᵢ
-          stored_cotangent,
-          [_state_line(d, w, num_back, h) for d, w in zip(dirs, walked)],
+          stored_cotangent, [_state_line(d, i, num_back, h) for d in dirs],
           dtype, carry, channels)
-      if active is not None:  # An idle walker has no cotangent yet.
-        grad = jnp.where(active, grad, 0)
-      left = [_state_line(d, w - 1, num_back, h) for d, w in zip(dirs, walked)]
+      left = [_state_line(d, i - 1, num_back, h) for d in dirs]
       z_prev = _read_lines(stored_canvas, left, dtype, carry, channels)
       if tracks_edges:
         edges = _read_lines(stored_cotangent, left, dtype, carry, channels)
-      u = _matmul_transposed(grad, matrix_t, precision, carry)
-      if normalized:
-        centred, r = numerics.normalize_parts(z_prev, eps)
-        n = centred * r
-        u = r * (u - jnp.mean(u, axis=-1, keepdims=True) -
-                 n * jnp.mean(u * n, axis=-1, keepdims=True))
-      else:
-        n = z_prev
-      moment = moment + jax.lax.dot_general(
-          n.astype(dtype), (signs * grad).astype(dtype),
-          (((0,), (0,)), ((), ())), precision=precision,
-          preferred_element_type=carry)
-      return (grad + step * signs * u, moment, edges), None
+      g, moment = _step_vjp(grad, z_prev, signs, moment, matrix_t, step, eps,
+                            normalized, precision, carry)
+      return (g, moment, edges), None
 
     gs = jnp.concatenate([g[d] for d in segment.directions])
     edges = jnp.zeros_like(gs) if tracks_edges else None
@@ -396,6 +392,22 @@ def _grow_backward(canvas: Array, cotangent: Array, matrix_t: Array,
   else:
     d_block = jnp.concatenate([edge_line(BACK, 0), block_lines(1, h - 1),
                                edge_line(FORWARD, h - 1)], axis=1)
+  if lead is not None:
+    # The lead's first step, last: its line's whole cotangent is that line
+    # of d_block, and the line it left is the block's edge next to it.
+    lead_line, edge = (0, 1) if lead == BACK else (h - 1, h - 2)
+    z_edge = numerics.from_storage(
+        jax.lax.index_in_dim(stored_canvas, num_back + edge, axis=1,
+                             keepdims=False), dtype).astype(carry)
+    g_edge, moment = _step_vjp(
+        d_block[:, lead_line].reshape(lanes, channels),
+        z_edge.reshape(lanes, channels), _signs((lead,), 1, carry), moment,
+        matrix_t, step, eps, normalized, precision, carry)
+    edge_total = d_block[:, edge:edge + 1] + g_edge.reshape(
+        num_walkers, 1, positions, channels)
+    d_block = (jnp.concatenate([edge_total, d_block[:, 2:]], axis=1)
+               if lead == BACK else
+               jnp.concatenate([d_block[:, :h - 2], edge_total], axis=1))
   d_matrix_t = (step * moment).astype(dtype)
   d_step = jnp.sum(matrix_t.astype(carry) * moment)
   return d_block.astype(dtype), d_matrix_t, d_step
