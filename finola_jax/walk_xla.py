@@ -254,11 +254,16 @@ def _grow_forward(block: Array, matrix_t: Array, step: Array, *,
 def _step_vjp(grad: Array, z_prev: Array, signs: Array, moment: Array,
               matrix_t: Array, step: Array, eps: float, normalized: bool,
               precision, carry) -> Tuple[Array, Array]:
-  """One step walked back: ``(Gᵢ − ct[line(zᵢ₋₁)], H + sign·n(zᵢ₋₁)ᵀ Gᵢ)``.
+  """One step walked back (see :func:`grow_backward` for the symbols).
 
-  ``grad`` is ``Gᵢ`` and ``z_prev`` the state it was stepped from, rows
-  ``[R, C]`` in ``carry``; ``signs`` ``∓1`` per row (see
-  :func:`grow_backward`).
+  Args: ``grad`` = ``Gᵢ`` and ``z_prev`` = ``zᵢ₋₁``, the state the step
+  left, rows ``[R, C]`` in ``carry``; ``signs`` ``∓1`` per row (or one
+  for all); ``moment`` = ``H`` so far.
+
+  Returns:
+    ``(Gᵢ + σ·J_n(zᵢ₋₁)ᵀ (Gᵢ @ matrix_tᵀ), H + sign·n(zᵢ₋₁)ᵀ Gᵢ)``: what
+    reaches ``zᵢ₋₁`` from this step on (its own cotangent line not yet
+    added), and the moment.
   """
   u = _matmul_transposed(grad, matrix_t, precision, carry)
   if normalized:
