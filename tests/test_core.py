@@ -102,12 +102,13 @@ UNROLL_CASES = (
 )
 
 # (name, height, width, corner, (h, w), batch, step); block sizes from 1x1 to
-# the full map, 1xW and Hx1 strips.
+# the full map, 1xW and Hx1 strips, and blocks one line short of the map
+# (a one-step walk, taken outside the loops).
 EXTRAPOLATE_CASES = (
     ("tl_1x1", 5, 6, "top_left", (1, 1), (), 1.0),
     ("tr_2x3_b1", 6, 7, "top_right", (2, 3), (2,), 0.5),
     ("bl_3x2_neg", 7, 4, "bottom_left", (3, 2), (), -0.3),
-    ("br_2x2_b2", 5, 6, "bottom_right", (2, 2), (2, 1), 1.0),
+    ("br_4x5_b2", 5, 6, "bottom_right", (4, 5), (2, 1), 1.0),
     ("tl_full", 4, 5, "top_left", (4, 5), (), 1.0),
     ("br_full_b1", 3, 3, "bottom_right", (3, 3), (2,), 0.5),
     ("tr_row_strip", 5, 6, "top_right", (1, 6), (), 1.0),
@@ -331,15 +332,18 @@ def _grads_vs_reference(ours, reference, path, x, A, B, step, cotangent):
 # a corner, an off-centre origin; every path; both normalizations; step != 1.
 # (An unroll from a corner is an extrapolation of a 1x1 block there, which
 # GRAD_EXTRAPOLATE_CASES covers at every corner.) One path per case: each
-# compiled backward costs seconds on 2 cores.
+# compiled backward costs seconds on 2 cores. Walks one step longer than
+# the opposite one (taken outside the loops): back at the even centre,
+# forward across the off-centre row.
 GRAD_UNROLL_CASES = (
     ("centre_vf", 5, 6, None, "vertical_first", (2,), True, 0.7),
-    ("off_centre_hf", 6, 5, (1, 3), "horizontal_first", (2,), True, -1.3),
+    ("off_centre_hf", 6, 5, (2, 1), "horizontal_first", (2,), True, -1.3),
     ("bottom_left_avg_linear", 4, 4, (3, 0), "average", (), False, 0.5),
 )
 
 # (name, height, width, corner, (h, w), path, batch, normalized, step):
-# every corner, blocks from 1x1 to a full-height column.
+# every corner, blocks from 1x1 to a full-height column and a column one
+# line short of the map.
 GRAD_EXTRAPOLATE_CASES = (
     ("top_left_2x3_hf", 5, 6, "top_left", (2, 3), "horizontal_first", (2,),
      True, 0.7),
@@ -347,7 +351,7 @@ GRAD_EXTRAPOLATE_CASES = (
      -0.5),
     ("bottom_left_3x2_vf_linear", 5, 4, "bottom_left", (3, 2),
      "vertical_first", (), False, 1.2),
-    ("bottom_right_col_vf", 4, 5, "bottom_right", (4, 1), "vertical_first",
+    ("bottom_right_col_vf", 5, 5, "bottom_right", (4, 1), "vertical_first",
      (2,), True, 0.8),
 )
 
