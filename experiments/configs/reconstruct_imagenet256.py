@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.decoder_width = 64
   config.precision = "bfloat16"
   # One example's decoder activations at a time: batch 32 per device then
-  # compiles to 14.5 GiB of temporaries (README, "Memory").
+  # compiles to 14.7 GiB of temporaries (README, "Memory").
   config.decoder_chunk = 1
   config.steps = 300_000
   config.batch_size = 256
