@@ -50,9 +50,10 @@ class NoX64LeakTestCase(chex.TestCase):
 # ------------------------------------------------------------ tiny settings ---
 
 # A model every task accepts (masked: image_size divisible by 2·stride,
-# encoder_depth >= log2(stride)).
+# encoder_depth >= log2(stride)), walking in finola_jax.unroll's default
+# order, which the tests' references take (the main job averages both).
 TINY_MODEL = dict(image_size=16, stride=2, channels=8, encoder_width=4,
-                  encoder_depth=1, decoder_width=8)
+                  encoder_depth=1, decoder_width=8, path="vertical_first")
 BATCH_SIZE = 4  # Divisible by the 4 forced CPU devices (tests/conftest.py).
 # Program runs: the same optimizer settings everywhere, so their compiled
 # steps are shared through the compilation cache; enough steps after the
